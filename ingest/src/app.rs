@@ -1,0 +1,164 @@
+//! The application: built from settings, served until a shutdown signal, then drained.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Settings, SinkKind};
+use crate::http::{self, AppState};
+use crate::pipeline::{Pipeline, PipelineWorkers};
+use crate::sink::embedded::{EmbeddedSink, StoreOptions};
+use crate::sink::EventSink;
+use crate::telemetry::Metrics;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    workers: PipelineWorkers,
+    settings: Settings,
+}
+
+/// Builds the sink the settings name.
+pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink>> {
+    match settings.sink.kind {
+        SinkKind::Embedded => {
+            let embedded = &settings.embedded;
+            let options = StoreOptions {
+                data_dir: embedded.data_dir.clone(),
+                lanes: settings.pipeline.shards.get(),
+                retention: embedded.retention,
+                segment_bytes: embedded.segment_bytes.get() as u64,
+                fsync: embedded.fsync,
+            };
+            let sink = EmbeddedSink::open(options).await.with_context(|| {
+                format!(
+                    "cannot open the embedded store in {}",
+                    embedded.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(sink))
+        }
+    }
+}
+
+impl Application {
+    /// Opens the sink, starts the pipeline and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let metrics = Arc::new(Metrics::default());
+        let sink = build_sink(&settings).await?;
+        let (pipeline, workers) =
+            Pipeline::start(&settings.pipeline, sink.clone(), metrics.clone());
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (server.listen)",
+                    settings.server.listen
+                )
+            })?;
+        let state = AppState {
+            pipeline,
+            sink,
+            metrics,
+            server: Arc::new(settings.server.clone()),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Application {
+            listener,
+            state,
+            workers,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until SIGTERM or ctrl-c, then drains.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves; then readiness turns false, requests in flight finish,
+    /// batchers write what they hold, and this returns, all within `server.shutdown_timeout`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            workers,
+            settings,
+        } = self;
+        let ready = state.ready.clone();
+        let addr = listener.local_addr()?;
+        let router = http::router(state);
+        ready.store(true, Ordering::Release);
+        tracing::info!(%addr, sink = ?settings.sink.kind, "serving");
+
+        let (drain_started, drain_signal) = tokio::sync::oneshot::channel::<()>();
+        let ready_flag = ready.clone();
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            ready_flag.store(false, Ordering::Release);
+            tracing::info!("shutting down: draining requests in flight");
+            let _ = drain_started.send(());
+        });
+        let server = tokio::spawn(async move { serve.await });
+
+        // The drain is bounded from the moment the signal arrives.
+        let _ = drain_signal.await;
+        let timeout = settings.server.shutdown_timeout;
+        let drained = tokio::time::timeout(timeout, async {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "server error"),
+                Err(error) => tracing::error!(%error, "server task failed"),
+            }
+            // The router (and with it every pipeline handle) is gone: batchers flush and stop.
+            workers.drain().await;
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("drained; bye"),
+            Err(_) => tracing::warn!(?timeout, "shutdown timed out with work in flight"),
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,20 @@
+//! PlayPulse ingest. The hot path reads top to bottom:
+//! [`http`] (request) -> [`codec`] (decompress, parse, validate) -> [`pipeline`] (admission,
+//! batching, writes) -> [`sink`] (durable) -> acknowledgement.
+
+pub mod app;
+pub mod codec;
+pub mod config;
+pub mod http;
+pub mod pipeline;
+pub mod sink;
+pub mod telemetry;
+
+pub use app::Application;
+
+/// The server clock, epoch ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}

@@ -1,0 +1,13 @@
+//! The embedded store: a local, crash-safe time-series store with the partitions and keys of
+//! the Cassandra table, for running PlayPulse as one process with no servers.
+//!
+//! See `store.md` beside this file for the layout on disk and what an acknowledgement means.
+
+mod block;
+mod bloom;
+mod segment;
+mod sink;
+mod store;
+
+pub use sink::EmbeddedSink;
+pub use store::{EventStore, StoreOptions, StoreStats};

@@ -1,0 +1,323 @@
+//! The store itself, synchronous: lanes of segment files, an in-memory index of blocks,
+//! retention. `sink.rs` puts it behind the async [`crate::sink::EventSink`] trait.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use wire::PlaybackEvent;
+
+use super::block::{self, BlockHeader, RowReader};
+use super::bloom::Bloom;
+use super::segment::{self, SegmentWriter};
+use crate::now_ms;
+use crate::sink::{newest_first_unique, HistoryQuery};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// Append streams, one per pipeline shard.
+    pub lanes: usize,
+    /// An event expires this long after it was written.
+    pub retention: Duration,
+    pub segment_bytes: u64,
+    /// fsync each block before the write returns.
+    pub fsync: bool,
+}
+
+/// Sizes, for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub segments: usize,
+    pub blocks: usize,
+    /// Rows stored (duplicates across batches included until they expire).
+    pub rows: u64,
+    pub bytes_on_disk: u64,
+}
+
+struct IndexedBlock {
+    offset: u64,
+    header: BlockHeader,
+    bloom: Bloom,
+}
+
+struct IndexedSegment {
+    file: Arc<File>,
+    path: PathBuf,
+    blocks: Vec<IndexedBlock>,
+    bytes: u64,
+}
+
+impl IndexedSegment {
+    fn max_received_at(&self) -> i64 {
+        self.blocks
+            .iter()
+            .map(|block| block.header.max_received_at)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+struct Lane {
+    dir: PathBuf,
+    writer: Mutex<LaneWriter>,
+    segments: RwLock<BTreeMap<u64, IndexedSegment>>,
+}
+
+struct LaneWriter {
+    active: SegmentWriter,
+    /// After a failed write or fsync the file's state is unknown: start a new segment.
+    must_roll: bool,
+}
+
+/// The embedded event store.
+pub struct EventStore {
+    options: StoreOptions,
+    lanes: Vec<Lane>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl EventStore {
+    /// Opens (or creates) a store, recovering each lane: a torn tail left by a crash is cut.
+    pub fn open(options: StoreOptions) -> io::Result<EventStore> {
+        let events_dir = options.data_dir.join("events");
+        fs::create_dir_all(&events_dir)?;
+        let existing_lanes = fs::read_dir(&events_dir)?
+            .filter_map(|entry| {
+                entry
+                    .ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("lane-")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .map(|lane| lane + 1)
+            .max()
+            .unwrap_or(0);
+        let lane_count = options.lanes.max(existing_lanes).max(1);
+        let lanes = (0..lane_count)
+            .map(|lane| open_lane(&events_dir.join(format!("lane-{lane}")), &options))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(EventStore { options, lanes })
+    }
+
+    fn retention_ms(&self) -> i64 {
+        self.options.retention.as_millis().min(i64::MAX as u128) as i64
+    }
+
+    /// Age at which the active segment is closed, so that retention can delete it.
+    fn max_segment_age_ms(&self) -> i64 {
+        (self.retention_ms() / 8).max(1)
+    }
+
+    /// Appends a batch as one block; durable when this returns (with `fsync`).
+    pub fn append(&self, lane: usize, events: &[PlaybackEvent]) -> io::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let block = block::encode(events);
+        let lane = &self.lanes[lane % self.lanes.len()];
+        let mut writer = lock(&lane.writer);
+        let now = now_ms();
+        let full = writer.active.len + block.bytes.len() as u64 > self.options.segment_bytes;
+        let old = now - writer.active.opened_at_ms > self.max_segment_age_ms();
+        if writer.must_roll || (writer.active.len > 0 && (full || old)) {
+            self.roll(lane, &mut writer, now)?;
+        }
+        let offset = match writer.active.append(&block.bytes, self.options.fsync) {
+            Ok(offset) => offset,
+            Err(error) => {
+                writer.must_roll = true;
+                return Err(error);
+            }
+        };
+        let mut segments = lane
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let segment = segments
+            .entry(writer.active.seq)
+            .or_insert_with(|| IndexedSegment {
+                file: writer.active.file.clone(),
+                path: segment::segment_path(&lane.dir, writer.active.seq),
+                blocks: Vec::new(),
+                bytes: 0,
+            });
+        segment.bytes = writer.active.len;
+        segment.blocks.push(IndexedBlock {
+            offset,
+            header: block.header,
+            bloom: block.bloom,
+        });
+        Ok(())
+    }
+
+    fn roll(&self, lane: &Lane, writer: &mut LaneWriter, now: i64) -> io::Result<()> {
+        let next = SegmentWriter::create(&lane.dir, writer.active.seq + 1, now)?;
+        writer.active = next;
+        writer.must_roll = false;
+        Ok(())
+    }
+
+    /// A user's events in `[from_ms, to_ms]`, newest first, each primary key once.
+    pub fn history(&self, query: &HistoryQuery) -> io::Result<Vec<PlaybackEvent>> {
+        let now = now_ms();
+        let retention = self.retention_ms();
+        let alive = |received_at: i64| received_at.saturating_add(retention) > now;
+        let mut candidates = Vec::new();
+        for lane in &self.lanes {
+            let segments = lane.segments.read().unwrap_or_else(PoisonError::into_inner);
+            for segment in segments.values() {
+                for block in &segment.blocks {
+                    let header = &block.header;
+                    if header.max_ts >= query.from_ms
+                        && header.min_ts <= query.to_ms
+                        && alive(header.max_received_at)
+                        && block.bloom.may_contain(query.user_id)
+                    {
+                        candidates.push((segment.file.clone(), block.offset, header.clone()));
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for (file, offset, header) in candidates {
+            let raw = segment::read_block(&file, offset, &header)?;
+            for row in RowReader::new(&raw) {
+                let row = row?;
+                // Rows are sorted by user: past ours, the block holds nothing more for us.
+                if row.user_id > query.user_id {
+                    break;
+                }
+                if row.user_id == query.user_id
+                    && (query.from_ms..=query.to_ms).contains(&row.ts)
+                    && alive(row.received_at)
+                {
+                    found.push(row);
+                }
+            }
+        }
+        Ok(newest_first_unique(found, query.limit))
+    }
+
+    /// Deletes closed segments whose newest row has expired; closes an active segment that has
+    /// grown old so that it can expire too. Returns how many segments were deleted.
+    pub fn expire(&self) -> io::Result<usize> {
+        let now = now_ms();
+        let retention = self.retention_ms();
+        let mut deleted = 0;
+        for lane in &self.lanes {
+            let mut writer = lock(&lane.writer);
+            if writer.active.len > 0 && now - writer.active.opened_at_ms > self.max_segment_age_ms()
+            {
+                self.roll(lane, &mut writer, now)?;
+            }
+            let active = writer.active.seq;
+            let mut segments = lane
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let expired: Vec<u64> = segments
+                .iter()
+                .filter(|(seq, segment)| {
+                    **seq != active && segment.max_received_at().saturating_add(retention) <= now
+                })
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in expired {
+                if let Some(segment) = segments.remove(&seq) {
+                    fs::remove_file(&segment.path)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats::default();
+        for lane in &self.lanes {
+            let segments = lane.segments.read().unwrap_or_else(PoisonError::into_inner);
+            stats.segments += segments.len();
+            for segment in segments.values() {
+                stats.blocks += segment.blocks.len();
+                stats.rows += segment
+                    .blocks
+                    .iter()
+                    .map(|block| block.header.rows as u64)
+                    .sum::<u64>();
+                stats.bytes_on_disk += segment.bytes;
+            }
+        }
+        stats
+    }
+}
+
+fn open_lane(dir: &Path, options: &StoreOptions) -> io::Result<Lane> {
+    fs::create_dir_all(dir)?;
+    let mut seqs: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|entry| segment::segment_seq(&entry.ok()?.path()))
+        .collect();
+    seqs.sort_unstable();
+    let now = now_ms();
+    let mut segments = BTreeMap::new();
+    let last = seqs.last().copied();
+    for seq in &seqs {
+        let path = segment::segment_path(dir, *seq);
+        let file = fs::OpenOptions::new().read(true).open(&path)?;
+        let is_tail = Some(*seq) == last;
+        let scan = segment::scan(&file, is_tail)?;
+        if scan.trailing > 0 {
+            if is_tail {
+                // Never acknowledged: the crash came before its fsync returned.
+                tracing::warn!(path = %path.display(), bytes = scan.trailing, "cutting a torn tail left by a crash");
+                let writable = fs::OpenOptions::new().write(true).open(&path)?;
+                writable.set_len(scan.valid_len)?;
+                writable.sync_all()?;
+            } else {
+                tracing::error!(path = %path.display(), bytes = scan.trailing, "corrupt data in a closed segment; reading what precedes it");
+            }
+        }
+        let blocks = scan
+            .blocks
+            .into_iter()
+            .map(|found| IndexedBlock {
+                offset: found.offset,
+                header: found.header,
+                bloom: found.bloom,
+            })
+            .collect();
+        segments.insert(
+            *seq,
+            IndexedSegment {
+                file: Arc::new(file),
+                path,
+                blocks,
+                bytes: scan.valid_len,
+            },
+        );
+    }
+    let active = match last {
+        Some(seq) if segments[&seq].bytes < options.segment_bytes => {
+            SegmentWriter::reopen(dir, seq, segments[&seq].bytes, now)?
+        }
+        Some(seq) => SegmentWriter::create(dir, seq + 1, now)?,
+        None => SegmentWriter::create(dir, 0, now)?,
+    };
+    Ok(Lane {
+        dir: dir.to_owned(),
+        writer: Mutex::new(LaneWriter {
+            active,
+            must_roll: false,
+        }),
+        segments: RwLock::new(segments),
+    })
+}
