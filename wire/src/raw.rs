@@ -64,6 +64,8 @@ pub struct RawEvent<'a> {
 }
 
 /// One element of a request: an event object, or something else that gets rejected on its own.
+// Not boxed: elements sit in one Vec per request, and a Box would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Element<'a> {
     Event(RawEvent<'a>),

@@ -45,10 +45,7 @@ pub async fn post_events(
     response
 }
 
-fn header_text<'h>(
-    headers: &'h HeaderMap,
-    name: header::HeaderName,
-) -> Result<Option<&'h str>, ApiError> {
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     headers
         .get(&name)
         .map(|value| {

@@ -45,7 +45,7 @@ impl BlockHeader {
             max_received_at: i64_at(40),
         };
         if header.raw_len as usize > MAX_RAW_LEN
-            || header.bloom_len % 8 != 0
+            || !header.bloom_len.is_multiple_of(8)
             || header.bloom_len == 0
         {
             return Err(corrupt("implausible block header"));

@@ -56,7 +56,7 @@ impl Bloom {
 
     /// Reads a filter written by [`Bloom::write_to`]; `None` if the length is not whole words.
     pub fn from_bytes(bytes: &[u8]) -> Option<Bloom> {
-        if bytes.is_empty() || bytes.len() % 8 != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(8) {
             return None;
         }
         let words = bytes

@@ -1,0 +1,10 @@
+//! Integration tests of the ingest service: the application on a free port, over real HTTP, on
+//! the embedded store; the sink contract suite; the crash test against the real binary.
+
+mod crash;
+mod events;
+mod health;
+mod helpers;
+mod history;
+mod shutdown;
+mod sink_contract;
