@@ -20,6 +20,8 @@ appendonly no
 maxmemory ${REDIS_MAXMEMORY:-512mb}
 maxmemory-policy noeviction
 loglevel notice
+# SIGTERM (engines/down): save the RDB, and exit even if that save fails
+shutdown-on-sigterm save force
 logfile ""
 CONF
     # run in the foreground under spawn: the pid file is ours, the log is stdout
