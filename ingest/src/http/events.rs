@@ -62,14 +62,24 @@ async fn ingest(
     body: Body,
     started: Instant,
 ) -> Result<Ack, ApiError> {
-    let server = &state.server;
-    let deadline = started + server.request_timeout;
-    let limit = server.max_body_bytes.get();
     let format = BodyFormat::from_content_type(header_text(headers, header::CONTENT_TYPE)?)?;
     let encoding =
         BodyEncoding::from_content_encoding(header_text(headers, header::CONTENT_ENCODING)?)?;
+    let raw = read_body(body, state.server.max_body_bytes.get()).await?;
+    ingest_body(state, format, encoding, raw, started).await
+}
 
-    let raw = read_body(body, limit).await?;
+/// Everything after the body is read: decompress, admit, parse and validate, write, acknowledge.
+pub async fn ingest_body(
+    state: &AppState,
+    format: BodyFormat,
+    encoding: BodyEncoding,
+    raw: bytes::Bytes,
+    started: Instant,
+) -> Result<Ack, ApiError> {
+    let server = &state.server;
+    let deadline = started + server.request_timeout;
+    let limit = server.max_body_bytes.get();
     let plain = match encoding {
         BodyEncoding::Identity => Vec::from(raw),
         _ => off_the_runtime(raw.len(), move || codec::decompress(&raw, encoding, limit)).await??,

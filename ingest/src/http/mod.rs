@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
-pub use events::{Ack, RejectedEvent};
+pub use events::{ingest_body, Ack, RejectedEvent};
 
 use crate::config::ServerSettings;
 use crate::pipeline::Pipeline;
