@@ -1,0 +1,406 @@
+//! The audience: viewers in playback sessions over a Zipf catalog, on a device mix, producing
+//! events in simulated time; deterministic for a seed.
+//!
+//! Each viewer has its own random stream, derived from the run's seed and the viewer's number, so
+//! a viewer's events do not depend on how the audience is split among connections. A worker owns
+//! a share of the audience and takes its events in simulated-time order ([`Audience`]); how
+//! simulated time maps onto the wall clock is [`clock`]'s business.
+
+pub mod clock;
+pub mod devices;
+pub mod rng;
+pub mod session;
+pub mod zipf;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wire::{EventKind, WireEvent};
+
+pub use session::{EventDraft, PlayerState, Viewer};
+pub use zipf::ZipfCatalog;
+
+/// Why a workload cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkloadError {
+    /// The catalog is empty or too large for the popularity table.
+    #[error("--catalog must be between 1 and {max} titles, got {titles}")]
+    CatalogSize { titles: usize, max: usize },
+    /// The Zipf exponent is negative or not a number.
+    #[error("--zipf-s must be a finite number >= 0, got {0}")]
+    ZipfExponent(f64),
+    /// The heartbeat interval is zero or absurd.
+    #[error("--heartbeat must be between 1 ms and 1 h, got {0:?}")]
+    Heartbeat(Duration),
+    /// No viewers.
+    #[error("--viewers must be at least 1")]
+    NoViewers,
+}
+
+/// What the audience looks like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadConfig {
+    pub seed: u64,
+    pub viewers: u64,
+    #[serde(with = "duration_ms")]
+    pub heartbeat: Duration,
+    pub catalog_titles: usize,
+    pub zipf_exponent: f64,
+}
+
+impl WorkloadConfig {
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        if self.heartbeat.is_zero() || self.heartbeat > Duration::from_secs(3600) {
+            return Err(WorkloadError::Heartbeat(self.heartbeat));
+        }
+        if self.viewers == 0 {
+            return Err(WorkloadError::NoViewers);
+        }
+        Ok(())
+    }
+
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.heartbeat.as_millis().max(1) as u64
+    }
+
+    pub fn catalog(&self) -> Result<ZipfCatalog, WorkloadError> {
+        ZipfCatalog::new(self.catalog_titles, self.zipf_exponent)
+    }
+}
+
+/// Counts of generated events by kind, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindCounts([u64; EventKind::ALL.len()]);
+
+impl KindCounts {
+    pub fn add(&mut self, kind: EventKind) {
+        self.0[kind.code() as usize] += 1;
+    }
+
+    pub fn merge(&mut self, other: &KindCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+
+    pub fn get(&self, kind: EventKind) -> u64 {
+        self.0[kind.code() as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        EventKind::ALL
+            .into_iter()
+            .map(|kind| (kind.as_str().to_owned(), self.get(kind)))
+            .collect()
+    }
+}
+
+/// A share of the audience, giving its events in simulated-time order.
+#[derive(Debug)]
+pub struct Audience {
+    viewers: Vec<Viewer>,
+    /// (next event time, slot in `viewers`): ties go to the lower slot, so the order is fixed.
+    queue: BinaryHeap<Reverse<(u64, u32)>>,
+    catalog: Arc<ZipfCatalog>,
+    kinds: KindCounts,
+    simulated_ms: u64,
+}
+
+impl Audience {
+    /// The viewers numbered `share, share + shares, share + 2 * shares, ...` below
+    /// `config.viewers`.
+    pub fn share(
+        config: &WorkloadConfig,
+        catalog: Arc<ZipfCatalog>,
+        share: u64,
+        shares: u64,
+    ) -> Audience {
+        debug_assert!(share < shares);
+        let heartbeat_ms = config.heartbeat_ms();
+        let viewers: Vec<Viewer> = (share..config.viewers)
+            .step_by(shares as usize)
+            .map(|index| Viewer::new(config.seed, index, heartbeat_ms, &catalog))
+            .collect();
+        let queue = viewers
+            .iter()
+            .enumerate()
+            .map(|(slot, viewer)| Reverse((viewer.next_at_ms(), slot as u32)))
+            .collect();
+        Audience {
+            viewers,
+            queue,
+            catalog,
+            kinds: KindCounts::default(),
+            simulated_ms: 0,
+        }
+    }
+
+    /// The whole audience as one share.
+    pub fn whole(config: &WorkloadConfig, catalog: Arc<ZipfCatalog>) -> Audience {
+        Audience::share(config, catalog, 0, 1)
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.viewers.len()
+    }
+
+    /// The next event of any viewer in this share; `None` only for an empty share.
+    pub fn next_event(&mut self) -> Option<EventDraft> {
+        let Reverse((_, slot)) = self.queue.pop()?;
+        let viewer = &mut self.viewers[slot as usize];
+        let draft = viewer.step(&self.catalog);
+        self.queue.push(Reverse((viewer.next_at_ms(), slot)));
+        self.kinds.add(draft.kind);
+        self.simulated_ms = draft.at_ms;
+        Some(draft)
+    }
+
+    /// How far simulated time has gone: the time of the latest event.
+    pub fn simulated_ms(&self) -> u64 {
+        self.simulated_ms
+    }
+
+    pub fn kinds(&self) -> &KindCounts {
+        &self.kinds
+    }
+}
+
+/// Events per viewer per second of viewing, measured on a sample of this workload's audience
+/// over an hour of simulated time (the rate is a property of the model, not of the audience's
+/// size). Used to size the audience and to report what 1 M events/s means in viewers.
+pub fn events_per_viewer_per_sec(config: &WorkloadConfig) -> Result<f64, WorkloadError> {
+    const SAMPLE_VIEWERS: u64 = 200;
+    const SAMPLE_SPAN_MS: u64 = 3_600_000;
+    let sample = WorkloadConfig {
+        viewers: SAMPLE_VIEWERS,
+        ..config.clone()
+    };
+    let mut audience = Audience::whole(&sample, Arc::new(config.catalog()?));
+    let mut events = 0u64;
+    while let Some(event) = audience.next_event() {
+        if event.at_ms > SAMPLE_SPAN_MS {
+            break;
+        }
+        events += 1;
+    }
+    Ok(events as f64 / (SAMPLE_VIEWERS as f64 * SAMPLE_SPAN_MS as f64 / 1000.0))
+}
+
+impl EventDraft {
+    /// Writes this event into a reusable wire event (its strings keep their capacity, so a
+    /// steady stream of events allocates nothing).
+    pub fn fill_wire(&self, wire: &mut WireEvent, ts: i64, sent_at: Option<i64>) {
+        let mut uuid_text = uuid::Uuid::encode_buffer();
+        wire.event_id.clear();
+        wire.event_id
+            .push_str(self.event_id.hyphenated().encode_lower(&mut uuid_text));
+        wire.session_id.clear();
+        wire.session_id
+            .push_str(self.session_id.hyphenated().encode_lower(&mut uuid_text));
+        wire.user_id = self.user_id;
+        wire.content_id = self.content_id;
+        wire.kind = self.kind;
+        wire.ts = ts;
+        wire.sent_at = sent_at;
+        wire.position_ms = self.position_ms;
+        wire.duration_ms = self.duration_ms;
+        wire.bitrate_kbps = self.bitrate_kbps;
+        wire.buffer_ms = self.buffer_ms;
+        set_text(&mut wire.error_code, self.error_code);
+        set_text(&mut wire.device, Some(self.device));
+        set_text(&mut wire.cdn, Some(self.cdn));
+        set_text(&mut wire.app_version, Some(self.app_version));
+        set_text(&mut wire.country, Some(self.country));
+        wire.received_at = None;
+    }
+
+    pub fn to_wire(&self, ts: i64, sent_at: Option<i64>) -> WireEvent {
+        let mut wire = empty_wire_event();
+        self.fill_wire(&mut wire, ts, sent_at);
+        wire
+    }
+}
+
+/// A blank event to be filled by [`EventDraft::fill_wire`].
+pub fn empty_wire_event() -> WireEvent {
+    WireEvent {
+        event_id: String::with_capacity(36),
+        session_id: String::with_capacity(36),
+        user_id: 0,
+        content_id: 0,
+        kind: EventKind::Heartbeat,
+        ts: 0,
+        sent_at: None,
+        position_ms: 0,
+        duration_ms: None,
+        bitrate_kbps: None,
+        buffer_ms: None,
+        error_code: None,
+        device: None,
+        cdn: None,
+        app_version: None,
+        country: None,
+        received_at: None,
+    }
+}
+
+fn set_text(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(text), Some(value)) => {
+            text.clear();
+            text.push_str(value);
+        }
+        (None, Some(value)) => *slot = Some(value.to_owned()),
+        (_, None) => *slot = None,
+    }
+}
+
+/// Durations as whole milliseconds in JSON.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(deserializer)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(seed: u64, viewers: u64) -> WorkloadConfig {
+        WorkloadConfig {
+            seed,
+            viewers,
+            heartbeat: Duration::from_secs(10),
+            catalog_titles: 5_000,
+            zipf_exponent: 1.0,
+        }
+    }
+
+    fn events(config: &WorkloadConfig, n: usize) -> Vec<EventDraft> {
+        let mut audience = Audience::whole(config, Arc::new(config.catalog().unwrap()));
+        (0..n).map(|_| audience.next_event().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_event_sequence() {
+        assert_eq!(
+            events(&config(5, 500), 5_000),
+            events(&config(5, 500), 5_000)
+        );
+        assert_ne!(
+            events(&config(5, 500), 5_000),
+            events(&config(6, 500), 5_000)
+        );
+    }
+
+    #[test]
+    fn events_come_in_simulated_time_order() {
+        let drafts = events(&config(1, 1_000), 20_000);
+        assert!(drafts.windows(2).all(|pair| pair[0].at_ms <= pair[1].at_ms));
+    }
+
+    #[test]
+    fn shares_of_an_audience_hold_every_viewer_once_and_the_same_events() {
+        let config = config(8, 101);
+        let catalog = Arc::new(config.catalog().unwrap());
+        let shares: Vec<Audience> = (0..4)
+            .map(|share| Audience::share(&config, catalog.clone(), share, 4))
+            .collect();
+        assert_eq!(shares.iter().map(Audience::viewers).sum::<usize>(), 101);
+        // Viewer 5 belongs to share 1 and behaves there exactly as in the whole audience.
+        let mut whole = Audience::whole(&config, catalog.clone());
+        let mut share = Audience::share(&config, catalog, 1, 4);
+        let user = Viewer::new(8, 5, 10_000, &config.catalog().unwrap()).user_id();
+        let of_user = |audience: &mut Audience, n: usize| {
+            std::iter::from_fn(|| audience.next_event())
+                .filter(|event| event.user_id == user)
+                .take(n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of_user(&mut whole, 30), of_user(&mut share, 30));
+    }
+
+    #[test]
+    fn heartbeats_dominate_and_every_kind_occurs() {
+        let config = config(2, 2_000);
+        let mut audience = Audience::whole(&config, Arc::new(config.catalog().unwrap()));
+        for _ in 0..400_000 {
+            audience.next_event();
+        }
+        let kinds = audience.kinds();
+        let heartbeat_share = kinds.get(EventKind::Heartbeat) as f64 / kinds.total() as f64;
+        assert!((0.75..0.95).contains(&heartbeat_share), "{heartbeat_share}");
+        for kind in EventKind::ALL {
+            assert!(kinds.get(kind) > 0, "no {kind}");
+        }
+    }
+
+    #[test]
+    fn content_popularity_is_skewed_as_zipf_says() {
+        let config = config(3, 5_000);
+        let mut starts = std::collections::HashMap::<u64, u64>::new();
+        let mut audience = Audience::whole(&config, Arc::new(config.catalog().unwrap()));
+        for _ in 0..600_000 {
+            let event = audience.next_event().unwrap();
+            if event.kind == EventKind::Start {
+                *starts.entry(event.content_id).or_default() += 1;
+            }
+        }
+        let top = starts[&ZipfCatalog::content_id(0)] as f64;
+        let second = starts[&ZipfCatalog::content_id(1)] as f64;
+        assert!((1.5..2.6).contains(&(top / second)), "{top} / {second}");
+    }
+
+    #[test]
+    fn a_viewer_sends_about_one_event_per_heartbeat_interval_plus_a_few() {
+        let rate = events_per_viewer_per_sec(&config(4, 1)).unwrap();
+        assert!((0.09..0.14).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn generated_events_pass_the_servers_validation() {
+        let drafts = events(&config(9, 300), 30_000);
+        let now = 1_750_000_000_000i64;
+        let ctx = wire::ValidationContext {
+            received_at: now,
+            max_future_ms: wire::limits::MAX_FUTURE_MS,
+        };
+        let mut wire = empty_wire_event();
+        for draft in &drafts {
+            let ts = now - 3_600_000 + draft.at_ms as i64;
+            draft.fill_wire(&mut wire, ts, Some(now));
+            let json = serde_json::to_string(&wire).unwrap();
+            let element: wire::Element = serde_json::from_str(&json).unwrap();
+            let event =
+                wire::validate(&element, &ctx).unwrap_or_else(|error| panic!("{error}: {json}"));
+            assert_eq!(event.kind, draft.kind);
+            assert_eq!(event.event_id, draft.event_id);
+        }
+    }
+
+    #[test]
+    fn reused_wire_events_equal_fresh_ones() {
+        let drafts = events(&config(10, 50), 500);
+        let mut reused = empty_wire_event();
+        for draft in &drafts {
+            draft.fill_wire(&mut reused, 5, Some(6));
+            assert_eq!(reused, draft.to_wire(5, Some(6)));
+        }
+    }
+}
