@@ -45,28 +45,30 @@ pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink
     }
 }
 
+/// Opens the sink and starts the pipeline: everything but the listener (benchmarks drive the
+/// handlers' core directly).
+pub async fn build_state(settings: &Settings) -> anyhow::Result<(AppState, PipelineWorkers)> {
+    let metrics = Arc::new(Metrics::default());
+    let sink = build_sink(settings).await?;
+    let (pipeline, workers) = Pipeline::start(&settings.pipeline, sink.clone(), metrics.clone());
+    let state = AppState {
+        pipeline,
+        sink,
+        metrics,
+        server: Arc::new(settings.server.clone()),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    Ok((state, workers))
+}
+
 impl Application {
     /// Opens the sink, starts the pipeline and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let metrics = Arc::new(Metrics::default());
-        let sink = build_sink(&settings).await?;
-        let (pipeline, workers) =
-            Pipeline::start(&settings.pipeline, sink.clone(), metrics.clone());
-        let listener = TcpListener::bind(settings.server.listen)
+        let (state, workers) = build_state(&settings).await?;
+        let listen = settings.server.listen;
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (server.listen)",
-                    settings.server.listen
-                )
-            })?;
-        let state = AppState {
-            pipeline,
-            sink,
-            metrics,
-            server: Arc::new(settings.server.clone()),
-            ready: Arc::new(AtomicBool::new(false)),
-        };
+            .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
         Ok(Application {
             listener,
             state,

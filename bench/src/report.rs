@@ -1,0 +1,99 @@
+//! Figures every scenario reports: latency percentiles, peak memory, bytes on disk.
+
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl LatencyMs {
+    /// From a histogram recorded in microseconds.
+    pub fn from_micros(histogram: &Histogram<u64>) -> LatencyMs {
+        let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        LatencyMs {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: histogram.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// CPU seconds (user + system) this process has used.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Bytes of all files under a directory.
+pub fn bytes_on_disk(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => bytes_on_disk(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A scenario's outcome: the JSON it writes, and whether it met its target.
+pub struct Outcome {
+    pub json: serde_json::Value,
+    pub met: bool,
+}
+
+impl Outcome {
+    pub fn target_met(&self) -> bool {
+        self.met
+    }
+
+    pub fn write(&self, path: Option<&Path>) -> anyhow::Result<()> {
+        if let Some(path) = path {
+            std::fs::write(path, serde_json::to_vec_pretty(&self.json)?)
+                .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+        }
+        Ok(())
+    }
+}
