@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck source-path=SCRIPTDIR
 # engines/lib.sh: shared by engines/up, engines/status and engines/down.
 # Sourced, not run. See engines/README.md.
 
@@ -135,8 +136,7 @@ spawn() {
     } >> "$log"
     # shellcheck disable=SC2016
     setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' spawn "$pf" "$@" >> "$log" 2>&1 < /dev/null &
-    local i
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         [[ -s "$pf" ]] && return 0
         sleep 0.1
     done
@@ -219,19 +219,19 @@ run_probe() {
     cp="$(classpath_file probe)" || return 1
     java="$(java_bin)" || return 1
     "$java" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
-        -cp "$(cat "$cp")" "$ENGINES_HOME/probe/Probe.java" "$kind" "$ENGINES_HOST" "$port" "$secs" $pid
+        -cp "$(cat "$cp")" "$ENGINES_HOME/probe/Probe.java" "$kind" "$ENGINES_HOST" "$port" "$secs" ${pid:+"$pid"}
 }
 
 # ---------------------------------------------------------------- engines
-# shellcheck source=engines/postgres.sh
+# shellcheck source=postgres.sh
 source "$ENGINES_HOME/postgres.sh"
-# shellcheck source=engines/redis.sh
+# shellcheck source=redis.sh
 source "$ENGINES_HOME/redis.sh"
-# shellcheck source=engines/cassandra/cassandra.sh
+# shellcheck source=cassandra/cassandra.sh
 source "$ENGINES_HOME/cassandra/cassandra.sh"
-# shellcheck source=engines/neo4j/neo4j.sh
+# shellcheck source=neo4j/neo4j.sh
 source "$ENGINES_HOME/neo4j/neo4j.sh"
-# shellcheck source=engines/opensearch/opensearch.sh
+# shellcheck source=opensearch/opensearch.sh
 source "$ENGINES_HOME/opensearch/opensearch.sh"
 
 # Each engine file defines:

@@ -3,7 +3,6 @@
 # Runs as the `postgres` system user (the server refuses root) with its own
 # cluster in $ENGINES_DIR/postgres/data: trust auth on 127.0.0.1, database `playpulse`.
 
-PG_DATA_PARENT() { echo "$ENGINES_DIR/postgres"; }
 
 postgres_install() {
     if [[ ! -x "$PG_BIN/postgres" || ! -x "$PG_BIN/initdb" ]]; then
@@ -12,23 +11,23 @@ postgres_install() {
         apt_install postgresql-15 postgresql-client-15
     fi
     command -v psql >/dev/null 2>&1 || apt_install postgresql-client-15
-    id postgres >/dev/null 2>&1 || die "postgres: no 'postgres' system user after install"
+    id postgres >/dev/null 2>&1 || { log "postgres: no 'postgres' system user after install"; return 1; }
 }
 
 postgres_start() {
-    postgres_install
+    postgres_install || return 1
     local base data sock
-    base="$(PG_DATA_PARENT)"
+    base="$ENGINES_DIR/postgres"
     data="$base/data"
     sock="$base/socket"
     mkdir -p "$base" "$sock"
     # the postgres user must be able to reach its directories
     chown postgres:postgres "$base" "$sock"
     chmod 0755 "$base"
-    runuser -u postgres -- test -w "$base" ||
-        die "postgres: the postgres user cannot reach $base (a parent directory lacks o+x); use another ENGINES_DIR"
+    runuser -u postgres -- test -w "$base" || {
+        log "postgres: the postgres user cannot reach $base (a parent directory lacks o+x); use another ENGINES_DIR"
+        return 1; }
     touch "$(engine_log postgres)"
-    chmod 0666 "$(engine_log postgres)"
     if [[ ! -s "$data/PG_VERSION" ]]; then
         log "postgres: initdb $data"
         rm -rf "$data"

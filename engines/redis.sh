@@ -3,8 +3,9 @@
 # Own config in $ENGINES_DIR/redis, bound to 127.0.0.1, default RDB snapshots into that dir.
 
 redis_start() {
-    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 ||
-        apt_install redis-server redis-tools
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+        apt_install redis-server redis-tools || return 1
+    fi
     local dir="$ENGINES_DIR/redis"
     mkdir -p "$dir"
     cat > "$dir/redis.conf" <<CONF

@@ -60,6 +60,7 @@ opensearch_start() {
         opensearch_yml "$dir" > "$dir/config/opensearch.yml"
     fi
     opensearch_log4j2 > "$dir/config/log4j2.properties"
+    # shellcheck disable=SC2054  # the comma in SPI,COMPAT is part of the value
     local opts=(
         "-Dplaypulse.engine=opensearch"
         "-Xms$OPENSEARCH_HEAP_MIN" "-Xmx$OPENSEARCH_HEAP_MAX"
