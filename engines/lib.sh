@@ -268,8 +268,9 @@ engine_up() {
         return 1
     fi
     pid="$(cat "$(pid_file "$name")" 2>/dev/null || true)"
-    # wait for the TCP port first (cheap), then for the real query
-    local deadline=$(( t0 + ENGINES_TIMEOUT ))
+    # wait for the TCP port first (cheap), then for the real query. The deadline
+    # starts once the server is spawned: apt / Maven downloads don't count.
+    local deadline=$(( $(now) + ENGINES_TIMEOUT ))
     while ! port_open "$port"; do
         if ! pid_is_engine "$name" "$pid"; then
             log "$name: process $pid exited during start-up"

@@ -74,6 +74,7 @@ cassandra_start() {
     local java cpf cp jamm dir
     java="$(java_bin)" || return 1
     cpf="$(classpath_file cassandra)" || return 1
+    classpath_file probe >/dev/null || return 1  # resolve the probe now, not while the server starts
     cp="$(cat "$cpf")"
     jamm="$(tr ':' '\n' <<<"$cp" | grep -m1 -E '/jamm-[0-9.]+\.jar$')" || { log "cassandra: no jamm jar on the classpath"; return 1; }
     dir="$ENGINES_DIR/cassandra"

@@ -32,6 +32,7 @@ neo4j_start() {
     local java cpf dir
     java="$(java_bin)" || return 1
     cpf="$(classpath_file neo4j)" || return 1
+    classpath_file probe >/dev/null || return 1  # resolve the probe now, not while the server starts
     dir="$ENGINES_DIR/neo4j"
     mkdir -p "$dir"/{conf,data,logs,plugins,import,tmp}
     if [[ -n "${NEO4J_CONF_EXTRA:-}" ]]; then
