@@ -15,6 +15,18 @@ QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ
 TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ \
 VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
+/// One bit per assigned code: row = first letter, bit = second letter.
+const ASSIGNED_BITS: [u32; 26] = {
+    let bytes = ASSIGNED.as_bytes();
+    let mut bits = [0u32; 26];
+    let mut at = 0;
+    while at + 1 < bytes.len() {
+        bits[(bytes[at] - b'A') as usize] |= 1 << (bytes[at + 1] - b'A');
+        at += 3;
+    }
+    bits
+};
+
 /// A country as an assigned ISO 3166-1 alpha-2 code, stored upper case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CountryCode([u8; 2]);
@@ -27,11 +39,8 @@ impl CountryCode {
             return None;
         }
         let code = [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase()];
-        ASSIGNED
-            .as_bytes()
-            .chunks(3)
-            .any(|entry| entry[..2] == code)
-            .then_some(CountryCode(code))
+        let assigned = ASSIGNED_BITS[(code[0] - b'A') as usize] & (1 << (code[1] - b'A')) != 0;
+        assigned.then_some(CountryCode(code))
     }
 
     pub fn as_bytes(&self) -> [u8; 2] {
@@ -58,6 +67,8 @@ mod tests {
     fn the_list_holds_the_249_assigned_codes() {
         assert_eq!(ASSIGNED.split(' ').count(), 249);
         assert!(ASSIGNED.split(' ').all(|code| code.len() == 2));
+        let bits: u32 = ASSIGNED_BITS.iter().map(|row| row.count_ones()).sum();
+        assert_eq!(bits, 249);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 use uuid::Uuid;
 
 use crate::{CountryCode, EventKind};
@@ -23,10 +24,10 @@ pub struct PlaybackEvent {
     pub duration_ms: Option<u64>,
     pub bitrate_kbps: Option<u32>,
     pub buffer_ms: Option<u32>,
-    pub error_code: Option<Box<str>>,
-    pub device: Option<Box<str>>,
-    pub cdn: Option<Box<str>>,
-    pub app_version: Option<Box<str>>,
+    pub error_code: Option<SmolStr>,
+    pub device: Option<SmolStr>,
+    pub cdn: Option<SmolStr>,
+    pub app_version: Option<SmolStr>,
     pub country: Option<CountryCode>,
 }
 
@@ -38,7 +39,7 @@ impl PlaybackEvent {
 
     /// A rough size in memory and on the wire, for byte budgets and batch limits.
     pub fn approx_size(&self) -> usize {
-        let text = |field: &Option<Box<str>>| field.as_ref().map_or(0, |text| text.len());
+        let text = |field: &Option<SmolStr>| field.as_ref().map_or(0, |text| text.len());
         160 + text(&self.error_code)
             + text(&self.device)
             + text(&self.cdn)
@@ -47,7 +48,7 @@ impl PlaybackEvent {
 
     /// The event as the API returns it (wire fields plus `received_at`).
     pub fn to_wire(&self) -> WireEvent {
-        let text = |field: &Option<Box<str>>| field.as_ref().map(|text| text.to_string());
+        let text = |field: &Option<SmolStr>| field.as_ref().map(|text| text.to_string());
         WireEvent {
             event_id: self.event_id.hyphenated().to_string(),
             session_id: self.session_id.hyphenated().to_string(),

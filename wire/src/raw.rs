@@ -64,7 +64,7 @@ pub struct RawEvent<'a> {
 }
 
 /// One element of a request: an event object, or something else that gets rejected on its own.
-// Not boxed: elements sit in one Vec per request, and a Box would cost an allocation per event.
+// Not boxed: an owned element is for tests and tools; the hot path reads in place (`ElementSeed`).
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Element<'a> {
@@ -74,41 +74,63 @@ pub enum Element<'a> {
 
 impl<'de> de::Deserialize<'de> for Element<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        ElementSeed { depth: 1 }.deserialize(deserializer)
-    }
-}
-
-/// Reads one element at a given nesting depth.
-pub struct ElementSeed {
-    pub depth: u32,
-}
-
-impl<'de> DeserializeSeed<'de> for ElementSeed {
-    type Value = Element<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        let value = deserializer.deserialize_any(ValueVisitor { depth: self.depth })?;
-        Ok(match value.0 {
-            Value::Object(event) => Element::Event(*event),
-            Value::Scalar(scalar) => Element::NotAnObject(scalar.type_name()),
+        let mut event = RawEvent::default();
+        let shape = ElementSeed {
+            depth: 1,
+            event: &mut event,
+        }
+        .deserialize(deserializer)?;
+        Ok(match shape {
+            Shape::Event => Element::Event(event),
+            Shape::NotAnObject(kind) => Element::NotAnObject(kind),
         })
     }
 }
 
-enum Value<'a> {
-    Object(Box<RawEvent<'a>>),
-    Scalar(Scalar<'a>),
+/// What an element turned out to be; an event's fields are in the caller's [`RawEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Event,
+    NotAnObject(&'static str),
 }
 
-/// A value and the bytes it took.
-struct Sized<'a>(Value<'a>, usize);
+/// Reads one element into `event` (reset first), in place: a RawEvent is a few hundred bytes,
+/// and moving one through every layer of a deserializer costs more than parsing it.
+pub struct ElementSeed<'s, 'de> {
+    pub depth: u32,
+    pub event: &'s mut RawEvent<'de>,
+}
 
-/// Reads any value; objects at the element level become events, deeper ones are skipped.
-struct ValueVisitor {
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_, 'de> {
+    type Value = Shape;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        *self.event = RawEvent::default();
+        let read = deserializer.deserialize_any(ValueVisitor {
+            depth: self.depth,
+            event: Some(self.event),
+        })?;
+        Ok(match read.0 {
+            Scalar::Nested(EVENT) => Shape::Event,
+            other => Shape::NotAnObject(other.type_name()),
+        })
+    }
+}
+
+/// Marks an object that was read into the caller's event.
+const EVENT: &str = "an event";
+
+/// A value read and the bytes it took.
+struct Read<'a>(Scalar<'a>, usize);
+
+/// Reads any value. An object at the element level is read into `event`; deeper objects and
+/// arrays are skipped (counted for size and depth).
+struct ValueVisitor<'s, 'de> {
     depth: u32,
+    event: Option<&'s mut RawEvent<'de>>,
 }
 
-impl ValueVisitor {
+impl<'de> ValueVisitor<'_, 'de> {
     fn check_depth<E: de::Error>(&self) -> Result<(), E> {
         if self.depth > MAX_NESTING {
             return Err(E::custom(format!(
@@ -118,94 +140,6 @@ impl ValueVisitor {
         Ok(())
     }
 
-    fn scalar<'a>(scalar: Scalar<'a>, bytes: usize) -> Sized<'a> {
-        Sized(Value::Scalar(scalar), bytes)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Sized<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Self::scalar(Scalar::Str(Cow::Borrowed(v)), v.len() + 2))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Self::scalar(
-            Scalar::Str(Cow::Owned(v.to_owned())),
-            v.len() + 2,
-        ))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        let bytes = v.len() + 2;
-        Ok(Self::scalar(Scalar::Str(Cow::Owned(v)), bytes))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Self::scalar(Scalar::Unsigned(v), 8))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        let scalar = u64::try_from(v).map_or(Scalar::Signed(v), Scalar::Unsigned);
-        Ok(Self::scalar(scalar, 8))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Self::scalar(Scalar::Float(v), 8))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Self::scalar(Scalar::Bool(v), 5))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Self::scalar(Scalar::Null, 4))
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Self::scalar(Scalar::Null, 4))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        self.check_depth()?;
-        let mut bytes = 2;
-        while let Some(Sized(_, item_bytes)) = seq.next_element_seed(self.deeper())? {
-            bytes += item_bytes + 1;
-        }
-        Ok(Self::scalar(Scalar::Nested("an array"), bytes))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        self.check_depth()?;
-        // Only an element (depth 1) is an event; objects inside fields are skipped.
-        if self.depth > 1 {
-            let mut bytes = 2;
-            while let Some(FieldKey(_, key_bytes)) = map.next_key_seed(KeySeed)? {
-                let Sized(_, value_bytes) = map.next_value_seed(self.deeper())?;
-                bytes += key_bytes + value_bytes + 2;
-            }
-            return Ok(Self::scalar(Scalar::Nested("an object"), bytes));
-        }
-        let mut event = RawEvent {
-            approx_bytes: 2,
-            ..RawEvent::default()
-        };
-        while let Some(FieldKey(field, key_bytes)) = map.next_key_seed(KeySeed)? {
-            let Sized(value, value_bytes) = map.next_value_seed(self.deeper())?;
-            event.approx_bytes += key_bytes + value_bytes + 2;
-            let scalar = match value {
-                Value::Scalar(scalar) => scalar,
-                Value::Object(_) => Scalar::Nested("an object"),
-            };
-            let Some(slot) = event.slot(field) else {
-                continue;
-            };
-            if slot.replace(scalar).is_some() && event.duplicate_field.is_none() {
-                event.duplicate_field = field.name();
-            }
-        }
-        Ok(Sized(Value::Object(Box::new(event)), 0))
-    }
-}
-
-impl ValueVisitor {
     fn deeper(&self) -> ValueSeed {
         ValueSeed {
             depth: self.depth + 1,
@@ -213,14 +147,91 @@ impl ValueVisitor {
     }
 }
 
+impl<'de> Visitor<'de> for ValueVisitor<'_, 'de> {
+    type Value = Read<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Str(Cow::Borrowed(v)), v.len() + 2))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Str(Cow::Owned(v.to_owned())), v.len() + 2))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        let bytes = v.len() + 2;
+        Ok(Read(Scalar::Str(Cow::Owned(v)), bytes))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Unsigned(v), 8))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        let scalar = u64::try_from(v).map_or(Scalar::Signed(v), Scalar::Unsigned);
+        Ok(Read(scalar, 8))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Float(v), 8))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Bool(v), 5))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Null, 4))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Read(Scalar::Null, 4))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        self.check_depth()?;
+        let mut bytes = 2;
+        while let Some(Read(_, item_bytes)) = seq.next_element_seed(self.deeper())? {
+            bytes += item_bytes + 1;
+        }
+        Ok(Read(Scalar::Nested("an array"), bytes))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        self.check_depth()?;
+        let deeper = self.deeper();
+        // Only an element has a slot to fill; objects inside fields are skipped.
+        let Some(event) = self.event else {
+            let mut bytes = 2;
+            while let Some(FieldKey(_, key_bytes)) = map.next_key_seed(KeySeed)? {
+                let Read(_, value_bytes) = map.next_value_seed(deeper.clone())?;
+                bytes += key_bytes + value_bytes + 2;
+            }
+            return Ok(Read(Scalar::Nested("an object"), bytes));
+        };
+        event.approx_bytes = 2;
+        while let Some(FieldKey(field, key_bytes)) = map.next_key_seed(KeySeed)? {
+            let Read(scalar, value_bytes) = map.next_value_seed(deeper.clone())?;
+            event.approx_bytes += key_bytes + value_bytes + 2;
+            let Some(slot) = event.slot(field) else {
+                continue;
+            };
+            if slot.replace(scalar).is_some() && event.duplicate_field.is_none() {
+                event.duplicate_field = field.name();
+            }
+        }
+        Ok(Read(Scalar::Nested(EVENT), event.approx_bytes))
+    }
+}
+
+#[derive(Clone)]
 struct ValueSeed {
     depth: u32,
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = Sized<'de>;
+    type Value = Read<'de>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(ValueVisitor { depth: self.depth })
+        deserializer.deserialize_any(ValueVisitor {
+            depth: self.depth,
+            event: None,
+        })
     }
 }
 
@@ -340,47 +351,55 @@ impl Visitor<'_> for KeyVisitor {
     }
 }
 
-/// The elements of a JSON array body, at most `max` of them kept.
-#[derive(Debug, Default)]
-pub struct Elements<'a> {
-    pub items: Vec<Element<'a>>,
-    /// How many elements the array held beyond `max` (they are read, checked and dropped).
+/// How many elements a JSON array body held.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ElementCount {
+    /// Elements handed to the callback (at most `max`).
+    pub taken: usize,
+    /// Elements beyond `max` (read, checked for nesting, and dropped).
     pub overflow: usize,
 }
 
-/// Reads a JSON array of elements; anything but an array is an error of the whole body.
-pub struct ElementsSeed {
+/// Reads a JSON array of elements, handing each to `each` as soon as it is read, from one
+/// scratch [`RawEvent`] reused in place; anything but an array is an error of the whole body.
+pub struct ElementsSeed<F> {
     pub max: usize,
+    pub each: F,
 }
 
-impl<'de> DeserializeSeed<'de> for ElementsSeed {
-    type Value = Elements<'de>;
+impl<'de, F: FnMut(Shape, &RawEvent<'de>)> DeserializeSeed<'de> for ElementsSeed<F> {
+    type Value = ElementCount;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for ElementsSeed {
-    type Value = Elements<'de>;
+impl<'de, F: FnMut(Shape, &RawEvent<'de>)> Visitor<'de> for ElementsSeed<F> {
+    type Value = ElementCount;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON array of events")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Elements {
-            items: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max)),
-            overflow: 0,
-        };
-        while elements.items.len() < self.max {
-            match seq.next_element_seed(ElementSeed { depth: 1 })? {
-                Some(element) => elements.items.push(element),
-                None => return Ok(elements),
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut count = ElementCount::default();
+        let mut event = RawEvent::default();
+        while count.taken < self.max {
+            let seed = ElementSeed {
+                depth: 1,
+                event: &mut event,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(shape) => {
+                    (self.each)(shape, &event);
+                    count.taken += 1;
+                }
+                None => return Ok(count),
             }
         }
         while seq.next_element_seed(ValueSeed { depth: 1 })?.is_some() {
-            elements.overflow += 1;
+            count.overflow += 1;
         }
-        Ok(elements)
+        Ok(count)
     }
 }

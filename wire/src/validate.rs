@@ -4,8 +4,8 @@
 use uuid::Uuid;
 
 use crate::limits::{MAX_ERROR_CODE_BYTES, MAX_EVENT_BYTES, MAX_LABEL_BYTES};
-use crate::raw::{RawEvent, Scalar};
-use crate::{CountryCode, Element, EventKind, PlaybackEvent};
+use crate::raw::{RawEvent, Scalar, Shape};
+use crate::{CountryCode, Element, EventKind, PlaybackEvent, SmolStr};
 
 /// Why one event was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -67,10 +67,23 @@ pub fn validate(
     element: &Element<'_>,
     ctx: &ValidationContext,
 ) -> Result<PlaybackEvent, EventError> {
-    let raw = match element {
-        Element::Event(raw) => raw,
-        Element::NotAnObject(kind) => return Err(EventError::NotAnObject(kind)),
-    };
+    match element {
+        Element::Event(raw) => validate_read(Shape::Event, raw, ctx),
+        Element::NotAnObject(kind) => {
+            validate_read(Shape::NotAnObject(kind), &RawEvent::default(), ctx)
+        }
+    }
+}
+
+/// Validates an element read in place by [`crate::ElementSeed`].
+pub fn validate_read(
+    shape: Shape,
+    raw: &RawEvent<'_>,
+    ctx: &ValidationContext,
+) -> Result<PlaybackEvent, EventError> {
+    if let Shape::NotAnObject(kind) = shape {
+        return Err(EventError::NotAnObject(kind));
+    }
     if raw.approx_bytes > MAX_EVENT_BYTES {
         return Err(EventError::TooLarge {
             max: MAX_EVENT_BYTES,
@@ -241,7 +254,7 @@ fn optional_text(
     field: &'static str,
     value: &Option<Scalar<'_>>,
     max: usize,
-) -> Result<Option<Box<str>>, EventError> {
+) -> Result<Option<SmolStr>, EventError> {
     let Some(value) = optional(value) else {
         return Ok(None);
     };
@@ -249,7 +262,7 @@ fn optional_text(
     if text.len() > max {
         return Err(EventError::TooLong { field, max });
     }
-    Ok(Some(text.into()))
+    Ok(Some(SmolStr::new(text)))
 }
 
 fn country(value: &Scalar<'_>) -> Result<CountryCode, EventError> {

@@ -1,6 +1,7 @@
 use serde::de::DeserializeSeed;
 use wire::{
-    validate, Element, ElementSeed, ElementsSeed, EventError, PlaybackEvent, ValidationContext,
+    validate_read, ElementSeed, ElementsSeed, EventError, PlaybackEvent, RawEvent, Shape,
+    ValidationContext,
 };
 
 use super::{BodyFormat, CodecError};
@@ -19,26 +20,26 @@ pub struct Decoded {
     pub rejected: Vec<Rejection>,
 }
 
-/// Parses (with simd-json, in place: `body` is rewritten) and validates a request body.
+/// Parses (with simd-json, in place: `body` is rewritten) and validates a request body. Each
+/// event is validated as soon as it is parsed.
 pub fn decode_events(
     body: &mut [u8],
     format: BodyFormat,
     max_events: usize,
     ctx: &ValidationContext,
 ) -> Result<Decoded, CodecError> {
-    let elements = match format {
-        BodyFormat::JsonArray => parse_array(body, max_events)?,
-        BodyFormat::Ndjson => parse_lines(body, max_events)?,
-    };
-    let mut decoded = Decoded {
-        events: Vec::with_capacity(elements.len()),
-        rejected: Vec::new(),
-    };
-    for (index, element) in elements.iter().enumerate() {
-        match validate(element, ctx) {
+    let mut decoded = Decoded::default();
+    let mut index = 0;
+    let mut each = |shape: Shape, raw: &RawEvent<'_>| {
+        match validate_read(shape, raw, ctx) {
             Ok(event) => decoded.events.push(event),
             Err(error) => decoded.rejected.push(Rejection { index, error }),
         }
+        index += 1;
+    };
+    match format {
+        BodyFormat::JsonArray => parse_array(body, max_events, &mut each)?,
+        BodyFormat::Ndjson => parse_lines(body, max_events, &mut each)?,
     }
     Ok(decoded)
 }
@@ -47,45 +48,62 @@ fn malformed(error: simd_json::Error) -> CodecError {
     CodecError::Malformed(format!("not valid JSON: {error}"))
 }
 
-fn parse_array(body: &mut [u8], max_events: usize) -> Result<Vec<Element<'_>>, CodecError> {
+fn parse_array<'a>(
+    body: &'a mut [u8],
+    max_events: usize,
+    each: &mut impl FnMut(Shape, &RawEvent<'a>),
+) -> Result<(), CodecError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(CodecError::Malformed(
             "empty body: expected a JSON array of events".to_owned(),
         ));
     }
     let mut deserializer = simd_json::Deserializer::from_slice(body).map_err(malformed)?;
-    let elements = ElementsSeed { max: max_events }
-        .deserialize(&mut deserializer)
-        .map_err(|error| match error.error() {
-            simd_json::ErrorType::ExpectedArray => {
-                CodecError::Malformed("expected a JSON array of events".to_owned())
-            }
-            _ => malformed(error),
-        })?;
-    if elements.overflow > 0 {
+    let count = ElementsSeed {
+        max: max_events,
+        each,
+    }
+    .deserialize(&mut deserializer)
+    .map_err(|error| match error.error() {
+        simd_json::ErrorType::ExpectedArray => {
+            CodecError::Malformed("expected a JSON array of events".to_owned())
+        }
+        _ => malformed(error),
+    })?;
+    if count.overflow > 0 {
         return Err(CodecError::TooManyEvents { limit: max_events });
     }
-    Ok(elements.items)
+    Ok(())
 }
 
-fn parse_lines(body: &mut [u8], max_events: usize) -> Result<Vec<Element<'_>>, CodecError> {
+fn parse_lines<'a>(
+    body: &'a mut [u8],
+    max_events: usize,
+    each: &mut impl FnMut(Shape, &RawEvent<'a>),
+) -> Result<(), CodecError> {
     let mut buffers = simd_json::Buffers::default();
-    let mut elements = Vec::new();
+    let mut taken = 0;
+    let mut event = RawEvent::default();
     for (line_number, line) in body.split_mut(|byte| *byte == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if elements.len() == max_events {
+        if taken == max_events {
             return Err(CodecError::TooManyEvents { limit: max_events });
         }
         let mut deserializer = simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
             .map_err(|error| line_error(line_number, error))?;
-        let element = ElementSeed { depth: 1 }
+        let seed = ElementSeed {
+            depth: 1,
+            event: &mut event,
+        };
+        let shape = seed
             .deserialize(&mut deserializer)
             .map_err(|error| line_error(line_number, error))?;
-        elements.push(element);
+        each(shape, &event);
+        taken += 1;
     }
-    Ok(elements)
+    Ok(())
 }
 
 fn line_error(line_number: usize, error: simd_json::Error) -> CodecError {

@@ -4,7 +4,7 @@
 use std::io;
 
 use uuid::Uuid;
-use wire::{CountryCode, EventKind, PlaybackEvent};
+use wire::{CountryCode, EventKind, PlaybackEvent, SmolStr};
 
 use super::bloom::Bloom;
 
@@ -303,7 +303,7 @@ impl<'a> RowReader<'a> {
         Err(corrupt("varint too long"))
     }
 
-    fn text(&mut self) -> io::Result<Box<str>> {
+    fn text(&mut self) -> io::Result<SmolStr> {
         let len = self.byte()? as usize;
         let slice = self
             .raw
@@ -311,7 +311,7 @@ impl<'a> RowReader<'a> {
             .ok_or_else(|| corrupt("row cut short"))?;
         self.at += len;
         let text = std::str::from_utf8(slice).map_err(|_| corrupt("text is not UTF-8"))?;
-        Ok(text.into())
+        Ok(SmolStr::new(text))
     }
 
     fn row(&mut self) -> io::Result<PlaybackEvent> {

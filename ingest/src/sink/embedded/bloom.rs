@@ -27,7 +27,11 @@ impl Bloom {
     fn positions(bits: u64, key: u64) -> impl Iterator<Item = usize> {
         let h1 = mix(key);
         let h2 = mix(h1) | 1;
-        (0..HASHES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize)
+        // Multiply-shift maps a hash onto [0, bits) without a division.
+        (0..HASHES).map(move |i| {
+            let hash = h1.wrapping_add(i.wrapping_mul(h2));
+            ((hash as u128 * bits as u128) >> 64) as usize
+        })
     }
 
     pub fn insert(&mut self, key: u64) {

@@ -1,0 +1,93 @@
+//! Micro-benchmarks of the hot path's CPU stages, per event: parsing (simd-json, as the service
+//! does, against serde_json driving the same lenient reader), validation, and block encoding.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ingest::codec::{decode_events, BodyFormat};
+use serde::de::DeserializeSeed;
+use wire::{validate_read, ElementsSeed, ValidationContext, WireEvent};
+
+const EVENTS: usize = 1000;
+
+fn body() -> Vec<u8> {
+    let now = ingest::now_ms();
+    let events: Vec<WireEvent> = (0..EVENTS as u64)
+        .map(|i| WireEvent {
+            event_id: uuid::Uuid::from_u128(0x1b4e_28ba_2fa1_41d2_883f_0016_d3cc_0000 + i as u128)
+                .to_string(),
+            session_id: uuid::Uuid::from_u128(
+                0x6f1c_1d1e_2b1a_4c3d_9e8f_0a1b_2c3d_0000 + (i / 10) as u128,
+            )
+            .to_string(),
+            user_id: 1_000_000 + i * 7919 % 100_000,
+            content_id: i % 977,
+            kind: wire::EventKind::Heartbeat,
+            ts: now - 60_000 + i as i64,
+            sent_at: Some(now),
+            position_ms: 1_000 * i,
+            duration_ms: Some(7_200_000),
+            bitrate_kbps: Some(4_500),
+            buffer_ms: None,
+            error_code: None,
+            device: Some("tv".into()),
+            cdn: Some(format!("edge-{}", i % 12)),
+            app_version: Some("7.4.2".into()),
+            country: Some("US".into()),
+            received_at: None,
+        })
+        .collect();
+    serde_json::to_vec(&events).unwrap()
+}
+
+fn ctx() -> ValidationContext {
+    ValidationContext {
+        received_at: ingest::now_ms(),
+        max_future_ms: 86_400_000,
+    }
+}
+
+fn parsing(c: &mut Criterion) {
+    let body = body();
+    let ctx = ctx();
+    let mut group = c.benchmark_group("decode_1000_events");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("simd_json_lenient_validated", |b| {
+        b.iter_batched_ref(
+            || body.clone(),
+            |body| decode_events(body, BodyFormat::JsonArray, 10_000, &ctx).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("serde_json_lenient_validated", |b| {
+        b.iter_batched_ref(
+            || body.clone(),
+            |body| {
+                let mut events = Vec::with_capacity(EVENTS);
+                let mut deserializer = serde_json::Deserializer::from_slice(body);
+                ElementsSeed {
+                    max: 10_000,
+                    each: |shape, raw: &wire::RawEvent<'_>| {
+                        if let Ok(event) = validate_read(shape, raw, &ctx) {
+                            events.push(event);
+                        }
+                    },
+                }
+                .deserialize(&mut deserializer)
+                .unwrap();
+                deserializer.end().unwrap();
+                events
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("simd_json_parse_only_to_tape", |b| {
+        b.iter_batched_ref(
+            || body.clone(),
+            |body| simd_json::to_tape(body).map(|tape| tape.0.len()).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parsing);
+criterion_main!(benches);
