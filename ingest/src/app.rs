@@ -8,9 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{Settings, SinkKind};
+use crate::cache::{Cache, MemoryCache};
+use crate::config::{CacheKind, Settings, SinkKind};
 use crate::http::{self, AppState};
 use crate::pipeline::{Pipeline, PipelineWorkers};
+use crate::sidepath::DurableListener;
 use crate::sink::embedded::{EmbeddedSink, StoreOptions};
 use crate::sink::EventSink;
 use crate::telemetry::Metrics;
@@ -30,7 +32,7 @@ pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink
             let options = StoreOptions {
                 data_dir: embedded.data_dir.clone(),
                 lanes: settings.pipeline.shards.get(),
-                retention: embedded.retention,
+                retention: settings.sink.retention,
                 segment_bytes: embedded.segment_bytes.get() as u64,
                 fsync: embedded.fsync,
             };
@@ -42,6 +44,15 @@ pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink
             })?;
             Ok(Arc::new(sink))
         }
+        SinkKind::Cassandra => anyhow::bail!("sink.kind = \"cassandra\" is being wired in"),
+    }
+}
+
+/// Builds the cache the settings name.
+pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> {
+    match settings.cache.kind {
+        CacheKind::Memory => Ok(Arc::new(MemoryCache::new())),
+        CacheKind::Redis => anyhow::bail!("cache.kind = \"redis\" is being wired in"),
     }
 }
 
@@ -50,10 +61,14 @@ pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink
 pub async fn build_state(settings: &Settings) -> anyhow::Result<(AppState, PipelineWorkers)> {
     let metrics = Arc::new(Metrics::default());
     let sink = build_sink(settings).await?;
-    let (pipeline, workers) = Pipeline::start(&settings.pipeline, sink.clone(), metrics.clone());
+    let cache = build_cache(settings).await?;
+    let listeners: Vec<Arc<dyn DurableListener>> = Vec::new();
+    let (pipeline, workers) =
+        Pipeline::start(&settings.pipeline, sink.clone(), listeners, metrics.clone());
     let state = AppState {
         pipeline,
         sink,
+        cache,
         metrics,
         server: Arc::new(settings.server.clone()),
         ready: Arc::new(AtomicBool::new(false)),

@@ -46,6 +46,10 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub sink: SinkSettings,
     pub embedded: EmbeddedSettings,
+    pub cassandra: CassandraSettings,
+    pub cache: CacheSettings,
+    pub redis: RedisSettings,
+    pub invalidation: InvalidationSettings,
     pub log: LogSettings,
 }
 
@@ -79,22 +83,88 @@ pub struct PipelineSettings {
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
     Embedded,
+    Cassandra,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSettings {
     pub kind: SinkKind,
+    /// An event expires this long after it was written.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedSettings {
     pub data_dir: PathBuf,
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
     pub segment_bytes: NonZeroUsize,
     pub fsync: bool,
+}
+
+/// How a batch becomes CQL requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// One INSERT per row, many in flight.
+    ConcurrentInserts,
+    /// One UNLOGGED BATCH per partition `(user_id, day)`.
+    PartitionBatches,
+    /// One UNLOGGED BATCH per replica set (rows whose partitions live on the same nodes).
+    ReplicaBatches,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CassandraSettings {
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    pub replication: String,
+    pub local_datacenter: String,
+    pub consistency: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_in_flight_requests: NonZeroUsize,
+    pub write_mode: WriteMode,
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub kind: CacheKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidationSettings {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Key patterns with `{user_id}`.
+    pub keys: Vec<String>,
+    pub max_pending_users: NonZeroUsize,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -191,9 +261,9 @@ impl Settings {
                 "must be at least server.max_body_bytes, or a largest request could never be admitted",
             ));
         }
-        if self.embedded.retention.is_zero() {
+        if self.sink.retention.as_secs() == 0 {
             return Err(ConfigError::invalid(
-                "embedded.retention",
+                "sink.retention",
                 "must be more than 0",
             ));
         }
@@ -201,6 +271,44 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "embedded.segment_bytes",
                 "must be at least 1 MiB",
+            ));
+        }
+        if self.cassandra.nodes.is_empty() {
+            return Err(ConfigError::invalid(
+                "cassandra.nodes",
+                "must name at least one node",
+            ));
+        }
+        let keyspace = &self.cassandra.keyspace;
+        let identifier = keyspace
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && keyspace.len() <= 48
+            && keyspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            return Err(ConfigError::invalid(
+                "cassandra.keyspace",
+                format!("`{keyspace}` is not a CQL identifier (a letter, then letters, digits or _; at most 48)"),
+            ));
+        }
+        if self.invalidation.window.is_zero() {
+            return Err(ConfigError::invalid(
+                "invalidation.window",
+                "must be more than 0",
+            ));
+        }
+        if let Some(pattern) = self
+            .invalidation
+            .keys
+            .iter()
+            .find(|key| !key.contains("{user_id}"))
+        {
+            return Err(ConfigError::invalid(
+                "invalidation.keys",
+                format!("`{pattern}` has no {{user_id}} placeholder"),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -334,7 +442,14 @@ mod tests {
         assert!(error_of(&[("PLAYPULSE_SERVER__LISTEN", "nowhere")]).contains("server.listen"));
         assert!(error_of(&[("PLAYPULSE_SINK__KIND", "floppy")]).contains("sink.kind"));
         assert!(error_of(&[("PLAYPULSE_LOG__FORMAT", "xml")]).contains("log.format"));
-        assert!(error_of(&[("PLAYPULSE_EMBEDDED__RETENTION", "0s")]).contains("embedded.retention"));
+        assert!(error_of(&[("PLAYPULSE_CASSANDRA__KEYSPACE", "no-dashes")])
+            .contains("cassandra.keyspace"));
+        assert!(error_of(&[("PLAYPULSE_CASSANDRA__WRITE_MODE", "fast")])
+            .contains("cassandra.write_mode"));
+        assert!(error_of(&[("PLAYPULSE_INVALIDATION__KEYS", "[\"recs\"]")])
+            .contains("invalidation.keys"));
+        assert!(error_of(&[("PLAYPULSE_CACHE__KIND", "memcached")]).contains("cache.kind"));
+        assert!(error_of(&[("PLAYPULSE_SINK__RETENTION", "0s")]).contains("sink.retention"));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! PlayPulse ingest. The hot path reads top to bottom:
 //! [`http`] (request) -> [`codec`] (decompress, parse, validate) -> [`pipeline`] (admission,
-//! batching, writes) -> [`sink`] (durable) -> acknowledgement.
+//! batching, writes) -> [`sink`] (durable) -> acknowledgement -> [`sidepath`] (cache
+//! invalidation, never on the request's path).
 
 pub mod app;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod http;
 pub mod pipeline;
+pub mod sidepath;
 pub mod sink;
 pub mod telemetry;
 

@@ -94,6 +94,17 @@ pub struct Metrics {
     queue_depth: AtomicI64,
     /// Admitted request bytes not yet acknowledged.
     in_flight_bytes: AtomicI64,
+    /// Sink requests retried (Cassandra: timeouts, overload, unavailable).
+    sink_retries: AtomicU64,
+    /// Users waiting for a cache invalidation.
+    invalidation_pending: AtomicI64,
+    /// Keys unlinked (sent) and pipelined requests that failed.
+    invalidation_sent: AtomicU64,
+    invalidation_failed: AtomicU64,
+    /// Users not queued because the pending set was full.
+    invalidation_dropped: AtomicU64,
+    /// Time from the durable write to the UNLINK that invalidated it.
+    invalidation_lag_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -115,6 +126,12 @@ impl Default for Metrics {
             ack_seconds: Histogram::new(SECONDS),
             queue_depth: AtomicI64::new(0),
             in_flight_bytes: AtomicI64::new(0),
+            sink_retries: AtomicU64::new(0),
+            invalidation_pending: AtomicI64::new(0),
+            invalidation_sent: AtomicU64::new(0),
+            invalidation_failed: AtomicU64::new(0),
+            invalidation_dropped: AtomicU64::new(0),
+            invalidation_lag_seconds: Histogram::new(SECONDS),
         }
     }
 }
@@ -162,6 +179,30 @@ impl Metrics {
 
     pub fn in_flight_bytes_add(&self, bytes: i64) {
         self.in_flight_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn sink_retried(&self) {
+        self.sink_retries.fetch_add(1, Relaxed);
+    }
+
+    pub fn invalidation_pending_set(&self, users: usize) {
+        self.invalidation_pending.store(users as i64, Relaxed);
+    }
+
+    /// One pipelined UNLINK of `keys` keys succeeded; `lags` are durable-to-UNLINK times.
+    pub fn invalidation_sent(&self, keys: usize, lags: impl IntoIterator<Item = Duration>) {
+        self.invalidation_sent.fetch_add(keys as u64, Relaxed);
+        for lag in lags {
+            self.invalidation_lag_seconds.observe(lag.as_secs_f64());
+        }
+    }
+
+    pub fn invalidation_failed(&self) {
+        self.invalidation_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn invalidation_dropped(&self, users: usize) {
+        self.invalidation_dropped.fetch_add(users as u64, Relaxed);
     }
 
     pub fn accepted_total(&self) -> u64 {
@@ -246,6 +287,41 @@ impl Metrics {
             "playpulse_in_flight_bytes",
             "Admitted request bytes not yet acknowledged.",
             self.in_flight_bytes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "playpulse_sink_retries_total",
+            "Sink requests retried after a retryable error.",
+            self.sink_retries.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "playpulse_invalidation_pending_users",
+            "Users waiting for their cache keys to be invalidated.",
+            self.invalidation_pending.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "playpulse_invalidation_sent_total",
+            "Cache keys unlinked by the invalidation side path.",
+            self.invalidation_sent.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "playpulse_invalidation_failed_total",
+            "Pipelined UNLINK requests that failed (retried with backoff).",
+            self.invalidation_failed.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "playpulse_invalidation_dropped_total",
+            "Users not queued for invalidation because the pending set was full.",
+            self.invalidation_dropped.load(Relaxed),
+        );
+        self.invalidation_lag_seconds.render(
+            &mut out,
+            "playpulse_invalidation_lag_seconds",
+            "Time from the durable write to the UNLINK of the user's keys.",
         );
         out
     }

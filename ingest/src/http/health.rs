@@ -15,8 +15,8 @@ pub async fn healthz() -> impl IntoResponse {
 /// The service takes traffic: started, not draining, and its sink answers.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let serving = state.ready.load(Ordering::Acquire);
-    let sink_ready = state.sink.ready().await;
-    let ready = serving && sink_ready;
+    let (sink_ready, cache_ready) = tokio::join!(state.sink.ready(), state.cache.ready());
+    let ready = serving && sink_ready && cache_ready;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -24,7 +24,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "serving": serving, "sink": sink_ready })),
+        Json(serde_json::json!({
+            "ready": ready,
+            "serving": serving,
+            "sink": sink_ready,
+            "cache": cache_ready,
+        })),
     )
 }
 

@@ -15,6 +15,7 @@ use axum::Router;
 pub use error::ApiError;
 pub use events::{ingest_body, Ack, RejectedEvent};
 
+use crate::cache::Cache;
 use crate::config::ServerSettings;
 use crate::pipeline::Pipeline;
 use crate::sink::EventSink;
@@ -25,6 +26,7 @@ use crate::telemetry::Metrics;
 pub struct AppState {
     pub pipeline: Pipeline,
     pub sink: Arc<dyn EventSink>,
+    pub cache: Arc<dyn Cache>,
     pub metrics: Arc<Metrics>,
     pub server: Arc<ServerSettings>,
     /// False while starting and while draining.

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use wire::PlaybackEvent;
 
+use crate::sidepath::DurableListener;
 use crate::sink::{EventSink, SinkError};
 use crate::telemetry::Metrics;
 
@@ -57,6 +58,7 @@ pub struct Batcher {
     lane: usize,
     queue: flume::Receiver<Work>,
     sink: Arc<dyn EventSink>,
+    listeners: Arc<[Arc<dyn DurableListener>]>,
     limits: BatcherLimits,
     metrics: Arc<Metrics>,
 }
@@ -66,6 +68,7 @@ impl Batcher {
         lane: usize,
         queue: flume::Receiver<Work>,
         sink: Arc<dyn EventSink>,
+        listeners: Arc<[Arc<dyn DurableListener>]>,
         limits: BatcherLimits,
         metrics: Arc<Metrics>,
     ) -> Batcher {
@@ -73,6 +76,7 @@ impl Batcher {
             lane,
             queue,
             sink,
+            listeners,
             limits,
             metrics,
         }
@@ -89,8 +93,9 @@ impl Batcher {
                 .await
                 .expect("the semaphore is never closed");
             let (sink, metrics, lane) = (self.sink.clone(), self.metrics.clone(), self.lane);
+            let listeners = self.listeners.clone();
             writes.spawn(async move {
-                write_batch(lane, batch, sink.as_ref(), &metrics).await;
+                write_batch(lane, batch, sink.as_ref(), &listeners, &metrics).await;
                 drop(permit);
             });
             while writes.try_join_next().is_some() {}
@@ -126,13 +131,24 @@ impl Batcher {
     }
 }
 
-async fn write_batch(lane: usize, batch: Batch, sink: &dyn EventSink, metrics: &Metrics) {
+async fn write_batch(
+    lane: usize,
+    batch: Batch,
+    sink: &dyn EventSink,
+    listeners: &[Arc<dyn DurableListener>],
+    metrics: &Metrics,
+) {
     let count = batch.events.len();
     let events = Arc::new(batch.events);
     let started = Instant::now();
-    let result = sink.write(lane, events).await;
+    let result = sink.write(lane, events.clone()).await;
     match &result {
-        Ok(()) => metrics.batch_written(count, started.elapsed()),
+        Ok(()) => {
+            metrics.batch_written(count, started.elapsed());
+            for listener in listeners {
+                listener.on_durable(&events);
+            }
+        }
         Err(error) => {
             metrics.batch_failed(started.elapsed());
             tracing::warn!(lane, events = count, %error, "batch write failed");

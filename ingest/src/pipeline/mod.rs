@@ -15,6 +15,7 @@ pub use admission::{Admission, AdmissionPermit};
 use batcher::{Batcher, BatcherLimits, Work};
 
 use crate::config::PipelineSettings;
+use crate::sidepath::DurableListener;
 use crate::sink::{EventSink, SinkError};
 use crate::telemetry::Metrics;
 
@@ -65,11 +66,14 @@ fn shard_of(user_id: u64, shards: usize) -> usize {
 }
 
 impl Pipeline {
+    /// Starts one batcher per shard; `listeners` hear of every batch once it is durable.
     pub fn start(
         settings: &PipelineSettings,
         sink: Arc<dyn EventSink>,
+        listeners: Vec<Arc<dyn DurableListener>>,
         metrics: Arc<Metrics>,
     ) -> (Pipeline, PipelineWorkers) {
+        let listeners: Arc<[Arc<dyn DurableListener>]> = listeners.into();
         let limits = BatcherLimits {
             max_events: settings.batch_max_events.get(),
             max_bytes: settings.batch_max_bytes.get(),
@@ -84,7 +88,14 @@ impl Pipeline {
             // admission", never block after it).
             let (sender, receiver) = flume::unbounded();
             senders.push(sender);
-            let batcher = Batcher::new(lane, receiver, sink.clone(), limits, metrics.clone());
+            let batcher = Batcher::new(
+                lane,
+                receiver,
+                sink.clone(),
+                listeners.clone(),
+                limits,
+                metrics.clone(),
+            );
             batchers.push(tokio::spawn(batcher.run()));
         }
         let pipeline = Pipeline {
