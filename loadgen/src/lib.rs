@@ -2,8 +2,19 @@
 //! honestly (open loop, latency from the intended send time, HdrHistogram), a no-loss verifier,
 //! and a capacity planner.
 //!
-//! The run reads top to bottom as [`workload`] (who sends what) -> [`schedule`] (when) ->
-//! [`http`] (how) -> [`stats`] (what it took) -> [`report`]; [`verify`] and [`plan`] work on what
-//! a run leaves behind.
+//! A run reads top to bottom as [`workload`] (who sends what) -> [`schedule`] (when) ->
+//! [`http`] (how) -> [`run`] (workers and phases) -> [`stats`] (what it took) -> [`report`];
+//! [`verify`] and [`plan`] work on what a run leaves behind.
 
+pub mod acked;
+pub mod cpu;
+pub mod http;
+pub mod plan;
+pub mod ramp;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod settings;
+pub mod stats;
+pub mod verify;
 pub mod workload;

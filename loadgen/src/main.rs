@@ -1,1 +1,433 @@
-fn main() {}
+//! `loadgen`: load PlayPulse with a realistic audience, check that nothing acknowledged was lost,
+//! and plan the cluster. See README.md beside this crate.
+//!
+//! Exit codes: 0 success; 1 the tool failed; 2 bad usage; 3 the run missed its SLO (or had
+//! errors while an SLO was set), or `verify` found lost, doubled or unreadable events.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use loadgen::http::{BodyFormat, Compression};
+use loadgen::plan::{self, Input, PlanInputs};
+use loadgen::settings::{HttpRunSettings, LoadShape, SettingsError};
+use loadgen::verify::{self, VerifySettings};
+use loadgen::workload::clock::size_audience;
+use loadgen::workload::{events_per_viewer_per_sec, WorkloadConfig};
+
+/// The run finished but missed what it was asked to prove.
+const EXIT_CHECK_FAILED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "PlayPulse load generator, no-loss verifier and capacity planner"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Post playback events of a simulated audience to `POST /v1/events`.
+    Http(Box<HttpArgs>),
+    /// Check through the history API that every acknowledged event is stored exactly once.
+    Verify(VerifyArgs),
+    /// Nodes and disk for a target rate and history, from measured reports.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+struct HttpArgs {
+    /// Base URL of the server.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// Open loop: events per second, sent in batches at fixed intervals (the start rate of a
+    /// ramp).
+    #[arg(long, value_name = "EVENTS_PER_S")]
+    rate: Option<f64>,
+    /// Closed loop: each connection sends again as soon as it is answered.
+    #[arg(long, conflicts_with_all = ["rate", "ramp"])]
+    max: bool,
+    /// How long to run (a ramp uses --step-duration per step).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Events per request (at most 10000).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    #[arg(long, value_enum, default_value = "json")]
+    format: BodyFormat,
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compression,
+    /// Keep-alive connections, one worker each.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Generator runtime threads [default: the number of CPUs].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// A send starting up to this late still counts as on time.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    miss_slack: Duration,
+    /// Concurrent viewers [default: 100000, or what --rate and --time-compression imply].
+    #[arg(long)]
+    viewers: Option<u64>,
+    /// Seconds of viewing per second of wall time (with --rate; sizes the audience).
+    #[arg(long)]
+    time_compression: Option<f64>,
+    /// Heartbeat interval of a playing session.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// Titles in the catalog.
+    #[arg(long, default_value_t = 10_000)]
+    catalog: usize,
+    /// Zipf exponent of title popularity.
+    #[arg(long, default_value_t = 1.0)]
+    zipf_s: f64,
+    /// The same seed gives the same events (ids, users, sessions, order).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Log every acknowledged event (event_id, user_id, ts) here, for `loadgen verify`.
+    #[arg(long, value_name = "FILE")]
+    acked_log: Option<PathBuf>,
+    /// Exit with code 3 when p99 exceeds this (or any request failed).
+    #[arg(long, value_name = "MS")]
+    slo_p99_ms: Option<f64>,
+    /// Step the rate up from --rate to find the saturation point (needs --slo-p99-ms).
+    #[arg(long, requires = "rate")]
+    ramp: bool,
+    /// Events/s added per step [default: --rate].
+    #[arg(long, requires = "ramp")]
+    ramp_step: Option<f64>,
+    /// Number of steps [default: until the first step that misses the SLO, at most 64].
+    #[arg(long, requires = "ramp")]
+    ramp_steps: Option<u32>,
+    /// Length of each ramp step.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    step_duration: Duration,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The log written by `loadgen http --acked-log`.
+    #[arg(long, value_name = "FILE")]
+    acked_log: PathBuf,
+    /// Base URL of the server.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// Users checked at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Lost or doubled events listed at most.
+    #[arg(long, default_value_t = 50)]
+    max_listed: usize,
+    /// Write the outcome as JSON here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// A report of `loadgen http` (repeatable); the lowest rate at the SLO is used.
+    #[arg(long = "report", value_name = "FILE")]
+    reports: Vec<PathBuf>,
+    /// Target rate.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    events_per_sec: f64,
+    /// How long events are kept.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// History to keep, one copy on disk after compaction (e.g. 100PB).
+    #[arg(long, default_value = "100PB")]
+    history_bytes: String,
+    #[arg(long, default_value_t = 3)]
+    replication_factor: u32,
+    /// Share of each node's capacity kept free.
+    #[arg(long, default_value_t = 0.3)]
+    headroom: f64,
+    /// Overrides the reports' rate.
+    #[arg(long)]
+    ingest_events_per_sec_per_node: Option<f64>,
+    /// Replica rows/s one Cassandra node takes at the SLO [default: 50000, DESIGN.md's low
+    /// anchor].
+    #[arg(long)]
+    cassandra_rows_per_sec_per_node: Option<f64>,
+    /// Events packed into one row (1: a row per event).
+    #[arg(long, default_value_t = 1.0)]
+    events_per_row: f64,
+    /// Bytes per event on disk per replica after compaction [default: 80, DESIGN.md's target].
+    #[arg(long)]
+    bytes_per_event: Option<f64>,
+    /// [default: from the reports' workload, else 0.1 (a heartbeat every 10 s)].
+    #[arg(long)]
+    events_per_viewer_per_sec: Option<f64>,
+    /// Data disk per Cassandra node.
+    #[arg(long, default_value = "4TB")]
+    disk_per_node: String,
+    /// Fullest a data disk may get (room for compaction).
+    #[arg(long, default_value_t = 0.5)]
+    max_disk_fill: f64,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let outcome = match cli.command {
+        Command::Http(args) => run_http(*args),
+        Command::Verify(args) => run_verify(args),
+        Command::Plan(args) => {
+            let plan_matches = matches
+                .subcommand_matches("plan")
+                .expect("the plan subcommand was parsed");
+            run_plan(args, plan_matches)
+        }
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_CHECK_FAILED),
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs the load; Ok(false) when the SLO was missed.
+fn run_http(args: HttpArgs) -> anyhow::Result<bool> {
+    let load = match (args.rate, args.max, args.ramp) {
+        (Some(rate), false, true) => LoadShape::Ramp {
+            start_events_per_sec: rate,
+            step_events_per_sec: args.ramp_step.unwrap_or(rate),
+            steps: args.ramp_steps,
+            step_duration: args.step_duration,
+        },
+        (Some(rate), false, false) => LoadShape::Rate {
+            events_per_sec: rate,
+        },
+        (None, true, false) => LoadShape::Max,
+        _ => return Err(SettingsError::RateOrMax.into()),
+    };
+    let mut workload = WorkloadConfig {
+        seed: args.seed,
+        viewers: 1,
+        heartbeat: args.heartbeat,
+        catalog_titles: args.catalog,
+        zipf_exponent: args.zipf_s,
+    };
+    workload.validate()?;
+    workload.catalog()?;
+    let per_viewer = events_per_viewer_per_sec(&workload)?;
+    let audience = size_audience(
+        load.rate_of_step(0),
+        args.viewers,
+        args.time_compression,
+        per_viewer,
+    )?;
+    workload.viewers = audience.viewers;
+    let threads = args.threads.unwrap_or_else(cpus);
+    let settings = HttpRunSettings {
+        url: args.url,
+        load,
+        duration: args.duration,
+        batch: args.batch,
+        format: args.format,
+        compression: args.compression,
+        connections: args.connections,
+        threads,
+        timeout: args.timeout,
+        miss_slack: args.miss_slack,
+        workload,
+        requested_viewers: args.viewers,
+        requested_time_compression: args.time_compression,
+        slo_p99_ms: args.slo_p99_ms,
+        acked_log: args.acked_log,
+    };
+    settings.validate()?;
+    let report = runtime(threads)?.block_on(loadgen::run::run_http(
+        &settings,
+        per_viewer,
+        audience.time_compression,
+        !args.quiet,
+    ))?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.report {
+        report.write(path)?;
+        println!("  report        {}", path.display());
+    }
+    Ok(report.passed())
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<bool> {
+    let settings = VerifySettings {
+        url: args.url,
+        acked_log: args.acked_log,
+        concurrency: args.concurrency,
+        timeout: args.timeout,
+    };
+    let outcome = runtime(cpus())?.block_on(verify::verify(&settings))?;
+    print!("{}", outcome.summary(args.max_listed));
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&outcome)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(outcome.passed())
+}
+
+fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
+    let measurements = args
+        .reports
+        .iter()
+        .map(|path| plan::read_measurement(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let flag = |name: &str| format!("given: --{name}");
+    let ingest = match args.ingest_events_per_sec_per_node {
+        Some(rate) => Input::new(rate, "events/s", flag("ingest-events-per-sec-per-node")),
+        None => plan::ingest_rate_from(&measurements).ok_or(plan::PlanError::NoIngestRate)?,
+    };
+    let per_viewer = match args.events_per_viewer_per_sec {
+        Some(rate) => Input::new(rate, "events/s", flag("events-per-viewer-per-sec")),
+        None => measurements
+            .iter()
+            .find_map(|m| {
+                m.events_per_viewer_per_sec.map(|rate| {
+                    Input::new(
+                        rate,
+                        "events/s",
+                        format!("measured: the workload model of {}", m.path.display()),
+                    )
+                })
+            })
+            .unwrap_or_else(|| {
+                Input::new(
+                    plan::DEFAULT_EVENTS_PER_VIEWER_PER_SEC,
+                    "events/s",
+                    "assumed: a heartbeat every 10 s (DESIGN.md)",
+                )
+            }),
+    };
+    let rows_per_node = match args.cassandra_rows_per_sec_per_node {
+        Some(rate) => Input::new(rate, "rows/s", flag("cassandra-rows-per-sec-per-node")),
+        None => Input::new(
+            plan::DEFAULT_CASSANDRA_ROWS_PER_SEC_PER_NODE,
+            "rows/s",
+            "assumed: low end of DESIGN.md's 50-150k single-row inserts/s per small node; measure with bench cassandra",
+        ),
+    };
+    let bytes_per_event = match args.bytes_per_event {
+        Some(bytes) => Input::new(bytes, "bytes", flag("bytes-per-event")),
+        None => Input::new(
+            plan::DEFAULT_BYTES_PER_EVENT,
+            "bytes",
+            "assumed: DESIGN.md's target per Cassandra replica after compaction; measure with bench",
+        ),
+    };
+    // Says whether a number came from the command line or is the documented default.
+    let given_or_default = |name: &str, default: &str| {
+        let id = name.replace('-', "_");
+        if matches.value_source(&id) == Some(ValueSource::CommandLine) {
+            flag(name)
+        } else {
+            format!("default: {default}")
+        }
+    };
+    let inputs = PlanInputs {
+        events_per_sec: Input::new(
+            args.events_per_sec,
+            "events/s",
+            given_or_default("events-per-sec", "DESIGN.md's requirement"),
+        ),
+        retention_seconds: Input::new(
+            args.retention.as_secs_f64(),
+            "seconds",
+            given_or_default("retention", "the embedded store's default retention"),
+        ),
+        history_bytes: Input::new(
+            plan::parse_bytes(&args.history_bytes)?,
+            "bytes",
+            given_or_default("history-bytes", "DESIGN.md's requirement"),
+        ),
+        replication_factor: Input::new(
+            f64::from(args.replication_factor),
+            "",
+            given_or_default("replication-factor", "the usual production RF"),
+        ),
+        headroom: Input::new(
+            args.headroom,
+            "",
+            given_or_default("headroom", "room for peaks and a lost node"),
+        ),
+        ingest_events_per_sec_per_node: ingest,
+        cassandra_rows_per_sec_per_node: rows_per_node,
+        events_per_row: Input::new(
+            args.events_per_row,
+            "",
+            given_or_default("events-per-row", "one row per event, the first cut"),
+        ),
+        bytes_per_event,
+        events_per_viewer_per_sec: per_viewer,
+        disk_bytes_per_node: Input::new(
+            plan::parse_bytes(&args.disk_per_node)?,
+            "bytes",
+            given_or_default("disk-per-node", "assumed common data disk"),
+        ),
+        max_disk_fill: Input::new(
+            args.max_disk_fill,
+            "",
+            given_or_default(
+                "max-disk-fill",
+                "half free for compaction (size-tiered rule)",
+            ),
+        ),
+    };
+    let plan = plan::compute(inputs)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan.text());
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -394,6 +394,37 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever the seed, heartbeat, catalog and skew, the server accepts every event.
+        #[test]
+        fn any_workload_produces_only_valid_events(
+            seed in proptest::prelude::any::<u64>(),
+            heartbeat_ms in 500u64..60_000,
+            titles in 1usize..5_000,
+            zipf_s in 0.0f64..2.5,
+        ) {
+            let config = WorkloadConfig {
+                seed,
+                viewers: 40,
+                heartbeat: Duration::from_millis(heartbeat_ms),
+                catalog_titles: titles,
+                zipf_exponent: zipf_s,
+            };
+            let now = 1_750_000_000_000i64;
+            let ctx = wire::ValidationContext {
+                received_at: now,
+                max_future_ms: wire::limits::MAX_FUTURE_MS,
+            };
+            for draft in events(&config, 2_000) {
+                let json = serde_json::to_string(&draft.to_wire(now - 1_000, Some(now))).unwrap();
+                let element: wire::Element = serde_json::from_str(&json).unwrap();
+                proptest::prop_assert!(wire::validate(&element, &ctx).is_ok(), "{}", json);
+            }
+        }
+    }
+
     #[test]
     fn reused_wire_events_equal_fresh_ones() {
         let drafts = events(&config(10, 50), 500);

@@ -60,8 +60,9 @@ const MINUTE_MS: f64 = 60_000.0;
 /// Mean time between sessions: browsing the catalog.
 const MEAN_BROWSING_MS: f64 = 20_000.0;
 /// Share of viewers already mid-title when the run starts, so it begins in a steady state
-/// instead of a storm of `start` events.
-const MID_SESSION_AT_START: f64 = 0.85;
+/// instead of a storm of `start` events: sessions last tens of minutes and browsing about
+/// 20 s, so about 1% of viewers are between titles at any moment.
+const MID_SESSION_AT_START: f64 = 0.99;
 /// While playing, per hour of playback.
 const PAUSES_PER_HOUR: f64 = 2.0;
 const SEEKS_PER_HOUR: f64 = 1.5;
@@ -158,7 +159,7 @@ impl Viewer {
         debug_assert!(heartbeat_ms > 0);
         let mut rng = Rng::for_stream(seed, index);
         // User ids stay below 2^53 so that every JSON tool reads them exactly.
-        let user_id = mix(seed ^ 0x05E7_1D5, index) % ((1u64 << 53) - 1) + 1;
+        let user_id = mix(seed ^ 0x005E_71D5, index) % ((1u64 << 53) - 1) + 1;
         let device = rng.weighted(&DEVICES);
         let app_version = *rng.weighted(device.app_versions);
         let country = *rng.weighted(&COUNTRIES);
@@ -322,6 +323,7 @@ impl Viewer {
     fn new_session(&mut self, now: u64, catalog: &ZipfCatalog) -> Session {
         let content_id = ZipfCatalog::content_id(catalog.sample_rank(&mut self.rng));
         let duration_ms = ZipfCatalog::duration_ms(content_id);
+        let cdn = *self.rng.weighted::<&'static str>(&CDNS);
         let position_ms = if self.rng.chance(RESUMED_TITLE) {
             duration_ms / 10 + self.rng.below(duration_ms * 7 / 10)
         } else {
@@ -333,7 +335,7 @@ impl Viewer {
             duration_ms,
             position_ms,
             rung: self.device.ladder_kbps.len() / 2,
-            cdn: *self.rng.weighted(&CDNS),
+            cdn,
             next_heartbeat_ms: now + self.heartbeat_ms,
             stall_after_seek_at_ms: None,
         }

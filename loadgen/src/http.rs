@@ -1,0 +1,293 @@
+//! Posting batches to `POST /v1/events`: body encoding (JSON array or NDJSON, optionally gzip or
+//! zstd) and the answer, classified.
+
+use std::io::Write;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use serde::{Deserialize, Serialize};
+use wire::WireEvent;
+
+/// zstd level for request bodies: level 1 is what a client would pick to save CPU.
+const ZSTD_LEVEL: i32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// One JSON array of events.
+    Json,
+    /// One event per line (`application/x-ndjson`).
+    Ndjson,
+}
+
+impl BodyFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+        }
+    }
+}
+
+/// Why a request could not be built or the client not started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// An event did not serialize (cannot happen with `WireEvent`, kept honest anyway).
+    #[error("cannot serialize events: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The compressor failed.
+    #[error("cannot compress the body: {0}")]
+    Compress(#[from] std::io::Error),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// The base URL is not http(s)://host[:port].
+    #[error("--url must look like http://127.0.0.1:8080, got {0:?}")]
+    BadUrl(String),
+}
+
+/// Serializes events as the format says, into `out` (cleared first).
+pub fn encode_events(
+    events: &[WireEvent],
+    format: BodyFormat,
+    out: &mut Vec<u8>,
+) -> Result<(), HttpError> {
+    out.clear();
+    match format {
+        BodyFormat::Json => serde_json::to_writer(&mut *out, events)?,
+        BodyFormat::Ndjson => {
+            for event in events {
+                serde_json::to_writer(&mut *out, event)?;
+                out.push(b'\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The body as it goes on the wire.
+pub fn compress(raw: &[u8], compression: Compression) -> Result<Vec<u8>, HttpError> {
+    Ok(match compression {
+        Compression::None => raw.to_vec(),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(raw.len() / 4),
+                flate2::Compression::fast(),
+            );
+            encoder.write_all(raw)?;
+            encoder.finish()?
+        }
+        Compression::Zstd => zstd::bulk::compress(raw, ZSTD_LEVEL)?,
+    })
+}
+
+/// The 200 answer of `POST /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Ack {
+    pub accepted: usize,
+    #[serde(default)]
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Rejection {
+    pub index: usize,
+    pub error: String,
+}
+
+/// Why a request did not get its 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The server answered with another status (503 when overloaded, 4xx for a bad request).
+    Status(u16),
+    /// No connection could be made.
+    Connect,
+    /// No complete answer within `--timeout`.
+    Timeout,
+    /// The connection broke mid-request or mid-answer.
+    Transport,
+    /// A 200 whose body is not an acknowledgement.
+    BadAck,
+}
+
+impl Failure {
+    /// The key under `errors` in the report.
+    pub fn label(&self) -> String {
+        match self {
+            Failure::Status(code) => format!("status_{code}"),
+            Failure::Connect => "connect".to_owned(),
+            Failure::Timeout => "timeout".to_owned(),
+            Failure::Transport => "transport".to_owned(),
+            Failure::BadAck => "bad_ack".to_owned(),
+        }
+    }
+
+    fn of(error: &reqwest::Error) -> Failure {
+        if error.is_timeout() {
+            Failure::Timeout
+        } else if error.is_connect() {
+            Failure::Connect
+        } else {
+            Failure::Transport
+        }
+    }
+}
+
+/// Posts bodies over a pool of keep-alive connections (one per worker: each worker has at most
+/// one request in flight).
+#[derive(Debug, Clone)]
+pub struct EventPoster {
+    client: reqwest::Client,
+    events_url: String,
+    content_type: &'static str,
+    content_encoding: Option<&'static str>,
+}
+
+impl EventPoster {
+    pub fn new(
+        base_url: &str,
+        connections: usize,
+        timeout: Duration,
+        format: BodyFormat,
+        compression: Compression,
+    ) -> Result<EventPoster, HttpError> {
+        Ok(EventPoster {
+            client: client(connections, timeout)?,
+            events_url: format!("{}/v1/events", base_url_of(base_url)?),
+            content_type: format.content_type(),
+            content_encoding: compression.content_encoding(),
+        })
+    }
+
+    pub async fn post(&self, body: Vec<u8>) -> Result<Ack, Failure> {
+        let mut request = self
+            .client
+            .post(&self.events_url)
+            .header(CONTENT_TYPE, self.content_type)
+            .body(body);
+        if let Some(encoding) = self.content_encoding {
+            request = request.header(CONTENT_ENCODING, encoding);
+        }
+        let response = request.send().await.map_err(|error| Failure::of(&error))?;
+        let status = response.status();
+        // Read the whole body either way, so the connection goes back to the pool.
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| Failure::of(&error))?;
+        if status != reqwest::StatusCode::OK {
+            return Err(Failure::Status(status.as_u16()));
+        }
+        serde_json::from_slice(&body).map_err(|_| Failure::BadAck)
+    }
+}
+
+/// A keep-alive client for loopback benchmarks: no proxy lookups, Nagle off.
+pub fn client(connections: usize, timeout: Duration) -> Result<reqwest::Client, HttpError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .no_proxy()
+        .build()
+        .map_err(HttpError::Client)
+}
+
+/// `http://host:port` without a trailing slash.
+pub fn base_url_of(url: &str) -> Result<&str, HttpError> {
+    let trimmed = url.trim_end_matches('/');
+    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
+    let has_host = trimmed
+        .split("://")
+        .nth(1)
+        .is_some_and(|rest| !rest.is_empty());
+    if scheme_ok && has_host {
+        Ok(trimmed)
+    } else {
+        Err(HttpError::BadUrl(url.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::workload::empty_wire_event;
+
+    fn two_events() -> Vec<WireEvent> {
+        let mut a = empty_wire_event();
+        a.event_id = "a".into();
+        let mut b = empty_wire_event();
+        b.event_id = "b".into();
+        vec![a, b]
+    }
+
+    #[test]
+    fn json_bodies_are_one_array_and_ndjson_bodies_one_event_per_line() {
+        let mut out = Vec::new();
+        encode_events(&two_events(), BodyFormat::Json, &mut out).unwrap();
+        let parsed: Vec<WireEvent> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed, two_events());
+
+        encode_events(&two_events(), BodyFormat::Ndjson, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<WireEvent> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines, two_events());
+    }
+
+    #[test]
+    fn compressed_bodies_decompress_to_the_original() {
+        let raw = b"[{\"event_id\":\"x\"}]".repeat(100);
+        let gzip = compress(&raw, Compression::Gzip).unwrap();
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(gzip.as_slice())
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, raw);
+        let zstd = compress(&raw, Compression::Zstd).unwrap();
+        assert_eq!(zstd::decode_all(zstd.as_slice()).unwrap(), raw);
+        assert_eq!(compress(&raw, Compression::None).unwrap(), raw);
+    }
+
+    #[test]
+    fn failures_have_stable_report_labels() {
+        assert_eq!(Failure::Status(503).label(), "status_503");
+        assert_eq!(Failure::Connect.label(), "connect");
+        assert_eq!(Failure::Timeout.label(), "timeout");
+    }
+
+    #[test]
+    fn base_urls_lose_their_trailing_slash_and_must_be_http() {
+        assert_eq!(
+            base_url_of("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(base_url_of("127.0.0.1:8080").is_err());
+        assert!(base_url_of("http://").is_err());
+    }
+}
