@@ -13,6 +13,7 @@ use crate::config::{CacheKind, Settings, SinkKind};
 use crate::http::{self, AppState};
 use crate::pipeline::{Pipeline, PipelineWorkers};
 use crate::sidepath::DurableListener;
+use crate::sink::cassandra::{CassandraConfig, CassandraSink};
 use crate::sink::embedded::{EmbeddedSink, StoreOptions};
 use crate::sink::EventSink;
 use crate::telemetry::Metrics;
@@ -24,8 +25,11 @@ pub struct Application {
     settings: Settings,
 }
 
-/// Builds the sink the settings name.
-pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink>> {
+/// Builds the sink the settings name; `metrics` counts what the sink does (retries).
+pub async fn build_sink(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn EventSink>> {
     match settings.sink.kind {
         SinkKind::Embedded => {
             let embedded = &settings.embedded;
@@ -44,7 +48,14 @@ pub async fn build_sink(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink
             })?;
             Ok(Arc::new(sink))
         }
-        SinkKind::Cassandra => anyhow::bail!("sink.kind = \"cassandra\" is being wired in"),
+        SinkKind::Cassandra => {
+            let config =
+                CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
+            let sink = CassandraSink::connect(config, metrics.clone())
+                .await
+                .context("cannot start the Cassandra sink (sink.kind = \"cassandra\")")?;
+            Ok(Arc::new(sink))
+        }
     }
 }
 
@@ -60,7 +71,7 @@ pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> 
 /// handlers' core directly).
 pub async fn build_state(settings: &Settings) -> anyhow::Result<(AppState, PipelineWorkers)> {
     let metrics = Arc::new(Metrics::default());
-    let sink = build_sink(settings).await?;
+    let sink = build_sink(settings, &metrics).await?;
     let cache = build_cache(settings).await?;
     let listeners: Vec<Arc<dyn DurableListener>> = Vec::new();
     let (pipeline, workers) =

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ingest::config::{Overrides, Settings};
+use ingest::sink::cassandra::{self, CassandraConfig, SchemaParams};
 use ingest::Application;
 
 #[derive(Parser)]
@@ -33,11 +34,34 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The Cassandra schema (config/schema.cql) for the settings' keyspace, replication and
+    /// retention.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaAction {
+    /// Create the keyspace and tables where missing (IF NOT EXISTS: safe to run again).
+    Apply {
+        /// A configuration profile (TOML), layered over config/default.toml.
+        #[arg(long, env = "PLAYPULSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the CQL that `apply` would run, filled from the settings.
+    Print {
+        /// A configuration profile (TOML), layered over config/default.toml.
+        #[arg(long, env = "PLAYPULSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Schema { action } => schema(action),
         Command::Serve {
             config,
             listen,
@@ -74,6 +98,62 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `playpulse schema apply|print`.
+fn schema(action: SchemaAction) -> ExitCode {
+    let (SchemaAction::Apply { config } | SchemaAction::Print { config }) = &action;
+    let settings = match Settings::load(config.as_deref(), std::env::vars(), &Overrides::default())
+    {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("playpulse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cassandra =
+        match CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention) {
+            Ok(cassandra) => cassandra,
+            Err(error) => {
+                eprintln!("playpulse: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    if let SchemaAction::Print { .. } = action {
+        print!("{}", SchemaParams::new(&cassandra).render());
+        return ExitCode::SUCCESS;
+    }
+    // The driver's connection chatter is noise for a one-shot command; RUST_LOG still rules.
+    let mut log = settings.log.clone();
+    log.level = "warn".into();
+    ingest::telemetry::init_logging(&log);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("playpulse: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "applying config/schema.cql to {} (keyspace {})",
+        cassandra.nodes.join(","),
+        cassandra.keyspace
+    );
+    match runtime.block_on(cassandra::apply_schema(&cassandra)) {
+        Ok((_session, report)) => {
+            for line in report {
+                println!("  {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("playpulse: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Where batches become durable. Every store of playback events implements [`EventSink`]; the
 //! same contract tests run against each.
 
+pub mod cassandra;
 pub mod embedded;
 
 use std::sync::Arc;

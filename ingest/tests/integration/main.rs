@@ -1,6 +1,7 @@
 //! Integration tests of the ingest service: the application on a free port, over real HTTP, on
 //! the embedded store; the sink contract suite; the crash test against the real binary.
 
+mod cassandra_sink;
 mod crash;
 mod events;
 mod health;

@@ -1,0 +1,227 @@
+//! The sink's settings, checked and turned into driver types, and the session built from them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::client::PoolSize;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::policies::retry::FallthroughRetryPolicy;
+use scylla::statement::Consistency;
+
+use super::error::CassandraError;
+use crate::config::{CassandraSettings, WriteMode};
+
+/// Cassandra's largest TTL (20 years), in seconds.
+pub const MAX_TTL_SECONDS: u64 = 630_720_000;
+
+/// How rows are grouped into requests, beyond the write mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Rows in one batch at most. A batch is one request that one coordinator applies; past a
+    /// few hundred rows it only delays the first acknowledgement and unbalances the node.
+    pub max_rows: usize,
+    /// Estimated bytes of one batch that spans partitions, at most. Cassandra refuses a
+    /// multi-partition batch past `batch_size_fail_threshold` (50 KiB by default) and logs a
+    /// warning past `batch_size_warn_threshold` (5 KiB); single-partition batches are exempt.
+    pub max_multi_partition_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_rows: 256,
+            max_multi_partition_bytes: 40 * 1024,
+        }
+    }
+}
+
+/// Everything the sink needs, checked.
+#[derive(Debug, Clone)]
+pub struct CassandraConfig {
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// The keyspace's replication map, as CQL.
+    pub replication: String,
+    pub local_datacenter: String,
+    pub consistency: Consistency,
+    pub request_timeout: Duration,
+    pub max_in_flight_requests: usize,
+    pub write_mode: WriteMode,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+    /// Rows expire this long after they are written (`USING TTL`), in seconds.
+    pub ttl_seconds: u32,
+    pub batch_limits: BatchLimits,
+    /// Connections to each node. One connection multiplexes thousands of requests; a second
+    /// spreads the driver's I/O over two tasks.
+    pub connections_per_node: usize,
+}
+
+impl CassandraConfig {
+    /// Checks the settings; `retention` is `sink.retention`.
+    pub fn from_settings(
+        settings: &CassandraSettings,
+        retention: Duration,
+    ) -> Result<CassandraConfig, CassandraError> {
+        if settings.nodes.is_empty() {
+            return Err(CassandraError::config(
+                "cassandra.nodes",
+                "must name at least one node",
+            ));
+        }
+        if settings.local_datacenter.trim().is_empty() {
+            return Err(CassandraError::config(
+                "cassandra.local_datacenter",
+                "must name the datacenter this service runs in",
+            ));
+        }
+        if settings.request_timeout.is_zero() {
+            return Err(CassandraError::config(
+                "cassandra.request_timeout",
+                "must be more than 0",
+            ));
+        }
+        let replication = settings.replication.trim();
+        if !(replication.starts_with('{') && replication.ends_with('}')) {
+            return Err(CassandraError::config(
+                "cassandra.replication",
+                format!("`{replication}` is not a CQL map, e.g. {{'class': 'SimpleStrategy', 'replication_factor': 1}}"),
+            ));
+        }
+        Ok(CassandraConfig {
+            nodes: settings.nodes.clone(),
+            keyspace: settings.keyspace.clone(),
+            replication: replication.to_owned(),
+            local_datacenter: settings.local_datacenter.clone(),
+            consistency: parse_consistency(&settings.consistency)?,
+            request_timeout: settings.request_timeout,
+            max_in_flight_requests: settings.max_in_flight_requests.get(),
+            write_mode: settings.write_mode,
+            max_retries: settings.max_retries,
+            retry_backoff: settings.retry_backoff,
+            ttl_seconds: ttl_seconds(retention)?,
+            batch_limits: BatchLimits::default(),
+            connections_per_node: 1,
+        })
+    }
+
+    /// Opens a session: token-aware, local datacenter first, no retries inside the driver (the
+    /// service retries with backoff, see `service.rs`), every request bounded by
+    /// `request_timeout`.
+    pub async fn connect(&self) -> Result<Session, CassandraError> {
+        let load_balancing = DefaultPolicy::builder()
+            .prefer_datacenter(self.local_datacenter.clone())
+            .token_aware(true)
+            // Consistency is LOCAL_*: another datacenter's replicas cannot serve it anyway.
+            .permit_dc_failover(false)
+            .build();
+        let profile = ExecutionProfile::builder()
+            .consistency(self.consistency)
+            .request_timeout(Some(self.request_timeout))
+            .load_balancing_policy(load_balancing)
+            .retry_policy(Arc::new(FallthroughRetryPolicy::new()))
+            .build();
+        let connections = std::num::NonZeroUsize::new(self.connections_per_node.max(1))
+            .expect("at least one connection");
+        SessionBuilder::new()
+            .known_nodes(&self.nodes)
+            .default_execution_profile_handle(profile.into_handle())
+            .pool_size(PoolSize::PerHost(connections))
+            // Only our keyspace's schema: replica lookups need it, other keyspaces are noise.
+            .keyspaces_to_fetch([self.keyspace.clone()])
+            // DDL (schema apply, a keyspace per test) waits for agreement; poll it briskly.
+            .schema_agreement_interval(Duration::from_millis(50))
+            .connection_timeout(self.request_timeout.max(Duration::from_secs(1)))
+            .build()
+            .await
+            .map_err(|source| CassandraError::Connect {
+                nodes: self.nodes.join(","),
+                source,
+            })
+    }
+}
+
+/// The consistency level named in `cassandra.consistency`.
+pub fn parse_consistency(text: &str) -> Result<Consistency, CassandraError> {
+    let consistency = match text.trim().to_ascii_lowercase().as_str() {
+        "one" => Consistency::One,
+        "two" => Consistency::Two,
+        "three" => Consistency::Three,
+        "quorum" => Consistency::Quorum,
+        "all" => Consistency::All,
+        "local_quorum" => Consistency::LocalQuorum,
+        "each_quorum" => Consistency::EachQuorum,
+        "local_one" => Consistency::LocalOne,
+        "any" => Consistency::Any,
+        other => {
+            return Err(CassandraError::config(
+                "cassandra.consistency",
+                format!("`{other}` is not one of one, two, three, quorum, all, local_quorum, each_quorum, local_one, any"),
+            ))
+        }
+    };
+    Ok(consistency)
+}
+
+/// The TTL of a row, in whole seconds (rounded up, at least 1: CQL's TTL 0 means "never").
+pub fn ttl_seconds(retention: Duration) -> Result<u32, CassandraError> {
+    let seconds = retention.as_secs() + u64::from(retention.subsec_nanos() > 0);
+    if seconds > MAX_TTL_SECONDS {
+        return Err(CassandraError::config(
+            "sink.retention",
+            format!("{retention:?} is longer than Cassandra's largest TTL, {MAX_TTL_SECONDS} s (20 years)"),
+        ));
+    }
+    Ok(seconds.max(1) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn the_default_settings_make_a_valid_config() {
+        let settings = Settings::defaults();
+        let config =
+            CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention).unwrap();
+        assert_eq!(config.consistency, Consistency::LocalQuorum);
+        assert_eq!(config.ttl_seconds, 30 * 86_400);
+        assert_eq!(config.write_mode, WriteMode::PartitionBatches);
+    }
+
+    #[test]
+    fn consistency_names_are_read_in_any_case() {
+        assert_eq!(parse_consistency("ONE").unwrap(), Consistency::One);
+        assert_eq!(
+            parse_consistency(" local_one ").unwrap(),
+            Consistency::LocalOne
+        );
+        let error = parse_consistency("most").unwrap_err().to_string();
+        assert!(error.contains("cassandra.consistency"), "{error}");
+    }
+
+    #[test]
+    fn a_ttl_is_whole_seconds_rounded_up_and_never_zero() {
+        assert_eq!(ttl_seconds(Duration::from_millis(1)).unwrap(), 1);
+        assert_eq!(ttl_seconds(Duration::from_millis(2_001)).unwrap(), 3);
+        assert_eq!(ttl_seconds(Duration::from_secs(2)).unwrap(), 2);
+        let error = ttl_seconds(Duration::from_secs(MAX_TTL_SECONDS + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sink.retention"), "{error}");
+    }
+
+    #[test]
+    fn a_replication_that_is_not_a_map_names_its_setting() {
+        let mut settings = Settings::defaults();
+        settings.cassandra.replication = "SimpleStrategy".into();
+        let error = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cassandra.replication"), "{error}");
+    }
+}

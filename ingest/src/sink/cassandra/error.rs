@@ -1,0 +1,176 @@
+//! Errors of the Cassandra sink, and the one place they become [`SinkError`]s (and so HTTP
+//! statuses: `Unavailable` -> 503, `Failed` -> 500).
+
+use scylla::errors::{
+    DbError, ExecutionError, NewSessionError, PagerExecutionError, PrepareError,
+    RequestAttemptError,
+};
+
+use crate::sink::SinkError;
+
+/// Why the Cassandra sink could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CassandraError {
+    /// A setting cannot be used; names the setting.
+    #[error("invalid setting `{setting}`: {message}")]
+    Config { setting: String, message: String },
+    /// No session could be opened with the nodes in `cassandra.nodes`.
+    #[error("cannot connect to Cassandra at {nodes} (cassandra.nodes): {source}")]
+    Connect {
+        nodes: String,
+        source: NewSessionError,
+    },
+    /// A statement could not be prepared (schema missing or different from `config/schema.cql`).
+    #[error("cannot prepare `{cql}`: {source} (has `playpulse schema apply` run?)")]
+    Prepare { cql: String, source: PrepareError },
+    /// A schema statement failed.
+    #[error("schema statement failed: {source}\n  {cql}")]
+    Schema { cql: String, source: ExecutionError },
+    /// A request failed with an error that retrying may fix (timeout, overload, a replica or the
+    /// connection down), and kept failing until the retries ran out.
+    #[error("{what} failed after {attempts} attempt(s): {source}")]
+    Transient {
+        what: &'static str,
+        attempts: u32,
+        source: ExecutionError,
+    },
+    /// A request failed with an error that retrying will not fix.
+    #[error("{what} failed: {source}")]
+    Permanent {
+        what: &'static str,
+        source: ExecutionError,
+    },
+    /// Paging through a history query failed.
+    #[error("history query failed: {0}")]
+    Paging(#[from] PagerExecutionError),
+    /// A stored row does not map back to an event (written by something else?).
+    #[error("cannot read a stored row: {0}")]
+    Decode(String),
+    /// The write did not finish within its deadline (requests waited for a free slot, or
+    /// retried, for too long).
+    #[error("write did not finish within {0:?}")]
+    Deadline(std::time::Duration),
+}
+
+impl CassandraError {
+    pub(crate) fn config(setting: &str, message: impl Into<String>) -> CassandraError {
+        CassandraError::Config {
+            setting: setting.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<CassandraError> for SinkError {
+    fn from(error: CassandraError) -> SinkError {
+        match &error {
+            CassandraError::Transient { .. }
+            | CassandraError::Deadline(_)
+            | CassandraError::Connect { .. } => SinkError::Unavailable(error.to_string()),
+            // A history page that fails mid-way is as transient as any request.
+            CassandraError::Paging(_) => SinkError::Unavailable(error.to_string()),
+            _ => SinkError::Failed(error.to_string()),
+        }
+    }
+}
+
+/// Whether an error is worth another attempt: the request may succeed on another try (or another
+/// replica) without anyone changing anything. Only idempotent statements are ever retried, so a
+/// request that did land before its error was seen is harmless to repeat.
+pub fn is_transient(error: &ExecutionError) -> bool {
+    match error {
+        ExecutionError::RequestTimeout(_)
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::EmptyPlan => true,
+        // Re-preparing after a node restart can fail while the node comes back.
+        ExecutionError::PrepareError(_) => true,
+        ExecutionError::LastAttemptError(attempt) => is_transient_attempt(attempt),
+        _ => false,
+    }
+}
+
+fn is_transient_attempt(error: &RequestAttemptError) -> bool {
+    match error {
+        RequestAttemptError::UnableToAllocStreamId
+        | RequestAttemptError::BrokenConnectionError(_) => true,
+        RequestAttemptError::DbError(db_error, _) => matches!(
+            db_error,
+            DbError::Overloaded
+                | DbError::Unavailable { .. }
+                | DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::IsBootstrapping
+                | DbError::RateLimitReached { .. }
+                | DbError::TruncateError
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use scylla::errors::{BadQuery, WriteType};
+    use scylla::frame::types::Consistency;
+
+    use super::*;
+
+    fn db(error: DbError) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, "test".into()))
+    }
+
+    #[test]
+    fn timeouts_overload_and_missing_replicas_are_worth_retrying() {
+        assert!(is_transient(&ExecutionError::RequestTimeout(
+            Duration::from_secs(2)
+        )));
+        assert!(is_transient(&db(DbError::Overloaded)));
+        assert!(is_transient(&db(DbError::Unavailable {
+            consistency: Consistency::LocalQuorum,
+            required: 2,
+            alive: 1
+        })));
+        assert!(is_transient(&db(DbError::WriteTimeout {
+            consistency: Consistency::LocalQuorum,
+            received: 1,
+            required: 2,
+            write_type: WriteType::UnloggedBatch
+        })));
+        assert!(is_transient(&ExecutionError::LastAttemptError(
+            RequestAttemptError::UnableToAllocStreamId
+        )));
+    }
+
+    #[test]
+    fn bad_statements_are_not_worth_retrying() {
+        assert!(!is_transient(&db(DbError::SyntaxError)));
+        assert!(!is_transient(&db(DbError::Invalid)));
+        assert!(!is_transient(&ExecutionError::BadQuery(
+            BadQuery::TooManyQueriesInBatchStatement(70_000)
+        )));
+    }
+
+    #[test]
+    fn retries_that_ran_out_tell_clients_to_come_back_and_bad_requests_do_not() {
+        let transient = CassandraError::Transient {
+            what: "write",
+            attempts: 4,
+            source: db(DbError::Overloaded),
+        };
+        assert!(matches!(
+            SinkError::from(transient),
+            SinkError::Unavailable(_)
+        ));
+        let permanent = CassandraError::Permanent {
+            what: "write",
+            source: db(DbError::Invalid),
+        };
+        assert!(matches!(SinkError::from(permanent), SinkError::Failed(_)));
+        assert!(matches!(
+            SinkError::from(CassandraError::Deadline(Duration::from_secs(1))),
+            SinkError::Unavailable(_)
+        ));
+    }
+}

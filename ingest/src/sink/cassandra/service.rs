@@ -1,0 +1,163 @@
+//! The I/O: every request goes through [`CassandraService::call`], which bounds the requests in
+//! flight, retries the errors worth retrying with backoff, and counts the retries.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::errors::ExecutionError;
+use tokio::sync::Semaphore;
+
+use super::config::CassandraConfig;
+use super::error::{is_transient, CassandraError};
+use crate::telemetry::Metrics;
+
+/// The longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Retries with exponential backoff and full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The pause before retry number `retry` (0 for the first): a random time up to
+    /// `backoff * 2^retry`, capped. The jitter keeps many writers that failed together from
+    /// coming back together.
+    pub fn pause(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .backoff
+            .saturating_mul(1u32 << retry.min(16))
+            .min(MAX_BACKOFF);
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        ceiling.mul_f64((random % 1_000_001) as f64 / 1_000_000.0)
+    }
+
+    /// The longest all attempts of one request can take: every attempt times out, every pause
+    /// is the longest.
+    pub fn worst_case(&self, request_timeout: Duration) -> Duration {
+        let pauses: Duration = (0..self.max_retries)
+            .map(|retry| {
+                self.backoff
+                    .saturating_mul(1u32 << retry.min(16))
+                    .min(MAX_BACKOFF)
+            })
+            .sum();
+        request_timeout.saturating_mul(self.max_retries + 1) + pauses
+    }
+}
+
+/// The session, with a bound on requests in flight and a retry policy.
+pub struct CassandraService {
+    session: Arc<Session>,
+    in_flight: Semaphore,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl CassandraService {
+    pub fn new(session: Arc<Session>, config: &CassandraConfig, metrics: Arc<Metrics>) -> Self {
+        CassandraService {
+            session,
+            in_flight: Semaphore::new(config.max_in_flight_requests),
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                backoff: config.retry_backoff,
+            },
+            metrics,
+        }
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Runs one request: waits for a slot among `max_in_flight_requests` (the backpressure: a
+    /// slow cluster slows the writers, whose queues then fill and shed load at admission),
+    /// sends it, and on an error worth retrying waits and sends it again, up to `max_retries`
+    /// times. The slot is given back during the pause, so a failing request does not hold
+    /// others up. Every request sent here must be idempotent.
+    pub async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut send: F,
+    ) -> Result<T, CassandraError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ExecutionError>>,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = {
+                let _slot = self
+                    .in_flight
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                send().await
+            };
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if !is_transient(&error) {
+                return Err(CassandraError::Permanent {
+                    what,
+                    source: error,
+                });
+            }
+            if attempts > self.retry.max_retries {
+                return Err(CassandraError::Transient {
+                    what,
+                    attempts,
+                    source: error,
+                });
+            }
+            self.metrics.sink_retried();
+            tracing::debug!(what, attempts, %error, "retrying a cassandra request");
+            tokio::time::sleep(self.retry.pause(attempts - 1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_grow_but_never_past_their_ceiling() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            backoff: Duration::from_millis(50),
+        };
+        for retry in 0..10 {
+            let ceiling = (Duration::from_millis(50) * (1 << retry)).min(MAX_BACKOFF);
+            for _ in 0..20 {
+                assert!(policy.pause(retry) <= ceiling);
+            }
+        }
+    }
+
+    #[test]
+    fn the_worst_case_counts_every_attempt_and_pause() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            backoff: Duration::from_millis(50),
+        };
+        assert_eq!(
+            policy.worst_case(Duration::from_secs(2)),
+            Duration::from_millis(8_000 + 50 + 100 + 200)
+        );
+    }
+}

@@ -1,0 +1,606 @@
+//! Batches -> requests -> service: the write modes, the history query, readiness.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use scylla::client::session::Session;
+use scylla::cluster::ClusterState;
+use scylla::response::{PagingState, PagingStateResponse};
+use scylla::routing::Token;
+use scylla::statement::batch::{Batch, BatchType};
+use uuid::Uuid;
+use wire::{PlaybackEvent, MS_PER_DAY};
+
+use super::config::{BatchLimits, CassandraConfig};
+use super::error::CassandraError;
+use super::schema::{days_refresh, days_ttl_seconds};
+use super::service::CassandraService;
+use super::statements::{
+    history_token, DayRow, DaysKey, EventRow, HistoryKey, Statements, StoredEvent, HISTORY_TABLE,
+};
+use crate::config::WriteMode;
+use crate::sink::{newest_first_unique, EventSink, HistoryQuery, SinkError};
+use crate::telemetry::Metrics;
+
+/// Playback events in Cassandra's `viewing_history` table (see `cassandra.md`).
+pub struct CassandraSink {
+    config: CassandraConfig,
+    service: CassandraService,
+    statements: Statements,
+    days: DayIndex,
+    days_ttl_seconds: u32,
+    /// A write that has not finished by then fails as unavailable: every attempt of its
+    /// slowest request timed out, plus one request timeout of waiting for a free slot.
+    write_deadline: Duration,
+}
+
+impl CassandraSink {
+    /// Connects and prepares the statements; the schema must exist (`playpulse schema apply`).
+    pub async fn connect(
+        config: CassandraConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<CassandraSink, CassandraError> {
+        let session = config.connect().await?;
+        CassandraSink::with_session(Arc::new(session), config, metrics).await
+    }
+
+    /// Builds the sink on an open session (tests and tools that applied the schema with it).
+    pub async fn with_session(
+        session: Arc<Session>,
+        config: CassandraConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<CassandraSink, CassandraError> {
+        let ready_timeout = config.request_timeout.min(Duration::from_secs(1));
+        let statements = Statements::prepare(&session, &config.keyspace, ready_timeout).await?;
+        let service = CassandraService::new(session, &config, metrics);
+        let write_deadline =
+            service.retry_policy().worst_case(config.request_timeout) + config.request_timeout;
+        Ok(CassandraSink {
+            days: DayIndex::new(days_refresh(config.ttl_seconds)),
+            days_ttl_seconds: days_ttl_seconds(config.ttl_seconds),
+            config,
+            service,
+            statements,
+            write_deadline,
+        })
+    }
+
+    pub fn config(&self) -> &CassandraConfig {
+        &self.config
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        self.service.session()
+    }
+
+    /// Turns a batch into requests the way `write_mode` says, sends them (as many at once as
+    /// the service allows), and returns when all succeeded or one failed for good.
+    async fn write_events(&self, events: &[PlaybackEvent]) -> Result<(), CassandraError> {
+        let started = Instant::now();
+        let stale_days = self.days.stale(events, started);
+        let mut requests: Vec<Request> = match self.config.write_mode {
+            WriteMode::ConcurrentInserts => (0..events.len()).map(Request::One).collect(),
+            WriteMode::PartitionBatches => {
+                into_requests(partition_batches(events, &self.config.batch_limits))
+            }
+            WriteMode::ReplicaBatches => {
+                let cluster = self.session().get_cluster_state();
+                let mut replicas = ReplicaGroups::new(&cluster, &self.config.keyspace);
+                let batches = replica_batches(events, &self.config.batch_limits, |event| {
+                    replicas.group_of(history_token(event.user_id, event.day()))
+                });
+                into_requests(batches)
+            }
+        };
+        requests.extend(
+            stale_days
+                .iter()
+                .map(|&(user_id, day)| Request::Day(user_id, day)),
+        );
+        futures::stream::iter(requests.into_iter().map(Ok))
+            .try_for_each_concurrent(self.config.max_in_flight_requests, |request| {
+                self.send(events, request)
+            })
+            .await?;
+        // Only once the day rows are durable may later writes skip them.
+        self.days.mark(&stale_days, started);
+        Ok(())
+    }
+
+    async fn send(&self, events: &[PlaybackEvent], request: Request) -> Result<(), CassandraError> {
+        let session = self.session().as_ref();
+        let statements = &self.statements;
+        let ttl = self.config.ttl_seconds;
+        match request {
+            Request::One(index) => {
+                let row = EventRow::new(&events[index], ttl);
+                self.service
+                    .call("insert", || {
+                        session.execute_unpaged(&statements.insert_event, &row)
+                    })
+                    .await?;
+            }
+            Request::Many(indexes) => {
+                // UNLOGGED: the rows share a partition or a replica set, so the batch log
+                // (a second write of everything, for atomicity we do not need) is pure cost.
+                let mut batch = Batch::new(BatchType::Unlogged);
+                batch.set_is_idempotent(true);
+                for _ in &indexes {
+                    batch.append_statement(statements.insert_event.clone());
+                }
+                let rows: Vec<EventRow<'_>> = indexes
+                    .iter()
+                    .map(|&index| EventRow::new(&events[index], ttl))
+                    .collect();
+                self.service
+                    .call("batch", || session.batch(&batch, &rows))
+                    .await?;
+            }
+            Request::Day(user_id, day) => {
+                let row = DayRow::new(user_id, day, self.days_ttl_seconds);
+                self.service
+                    .call("day index insert", || {
+                        session.execute_unpaged(&statements.insert_day, &row)
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The days (newest first) on which the user has history in `[from_day, to_day]`.
+    async fn days_with_history(
+        &self,
+        user_id: u64,
+        from_day: i32,
+        to_day: i32,
+    ) -> Result<Vec<i32>, CassandraError> {
+        let session = self.session().as_ref();
+        let key = DaysKey::new(user_id, from_day, to_day);
+        let mut days = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .service
+                .call("day index query", || {
+                    session.execute_single_page(&self.statements.select_days, &key, paging.clone())
+                })
+                .await?;
+            let rows = result.into_rows_result().map_err(decode)?;
+            for row in rows.rows::<(i32,)>().map_err(decode)? {
+                days.push(row.map_err(decode)?.0);
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging = state,
+                PagingStateResponse::NoMorePages => return Ok(days),
+            }
+        }
+    }
+
+    /// Appends up to `limit` events of one day partition in `[from_ms, to_ms]`, newest first.
+    async fn read_day(
+        &self,
+        query: &HistoryQuery,
+        day: i32,
+        limit: usize,
+        into: &mut Vec<PlaybackEvent>,
+    ) -> Result<(), CassandraError> {
+        let session = self.session().as_ref();
+        let key = HistoryKey::new(query.user_id, day, query.from_ms, query.to_ms, limit);
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .service
+                .call("history query", || {
+                    session.execute_single_page(
+                        &self.statements.select_history,
+                        &key,
+                        paging.clone(),
+                    )
+                })
+                .await?;
+            let rows = result.into_rows_result().map_err(decode)?;
+            for row in rows.rows::<StoredEvent<'_>>().map_err(decode)? {
+                into.push(row.map_err(decode)?.into_event()?);
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging = state,
+                PagingStateResponse::NoMorePages => return Ok(()),
+            }
+        }
+    }
+
+    async fn read_history(
+        &self,
+        query: HistoryQuery,
+    ) -> Result<Vec<PlaybackEvent>, CassandraError> {
+        if query.limit == 0 || query.from_ms > query.to_ms {
+            return Ok(Vec::new());
+        }
+        let days = self
+            .days_with_history(
+                query.user_id,
+                day_bound(query.from_ms),
+                day_bound(query.to_ms),
+            )
+            .await?;
+        let mut events = Vec::new();
+        // Days come newest first and a day's rows too, so the first `limit` rows read are the
+        // newest `limit`: stop reading as soon as there are enough.
+        for day in days {
+            let wanted = query.limit - events.len();
+            self.read_day(&query, day, wanted, &mut events).await?;
+            if events.len() >= query.limit {
+                break;
+            }
+        }
+        // Already in order; this applies the embedded store's exact tie-break (event_id bytes)
+        // to the rare events of one millisecond whose UUID versions differ, which CQL's uuid
+        // type orders by version first.
+        Ok(newest_first_unique(events, query.limit))
+    }
+}
+
+#[async_trait]
+impl EventSink for CassandraSink {
+    async fn write(&self, _lane: usize, events: Arc<Vec<PlaybackEvent>>) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.write_deadline, self.write_events(&events)).await {
+            Ok(result) => result.map_err(SinkError::from),
+            Err(_) => Err(CassandraError::Deadline(self.write_deadline).into()),
+        }
+    }
+
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<PlaybackEvent>, SinkError> {
+        self.read_history(query).await.map_err(SinkError::from)
+    }
+
+    async fn ready(&self) -> bool {
+        // Straight to the session, past the in-flight bound: a probe must answer now, and a
+        // saturated but working cluster is ready.
+        self.session()
+            .execute_unpaged(&self.statements.ready, ())
+            .await
+            .is_ok()
+    }
+}
+
+fn decode(error: impl std::fmt::Display) -> CassandraError {
+    CassandraError::Decode(error.to_string())
+}
+
+/// The day partition a timestamp falls in, clamped to CQL's `int` (a query may ask for "all
+/// time", i64::MIN..i64::MAX).
+fn day_bound(ts_ms: i64) -> i32 {
+    ts_ms
+        .div_euclid(MS_PER_DAY)
+        .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
+/// One request of a write: rows by their index in the batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    One(usize),
+    Many(Vec<usize>),
+    /// A `viewing_days` row.
+    Day(u64, i32),
+}
+
+/// A group of one row goes as a plain insert: a batch of one only adds work.
+fn into_requests(groups: Vec<Vec<usize>>) -> Vec<Request> {
+    groups
+        .into_iter()
+        .map(|group| match group.as_slice() {
+            [only] => Request::One(*only),
+            _ => Request::Many(group),
+        })
+        .collect()
+}
+
+/// One group per partition `(user_id, day)`, split past `max_rows`. A single-partition batch is
+/// applied as one mutation on the replicas that own it.
+fn partition_batches(events: &[PlaybackEvent], limits: &BatchLimits) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_unstable_by_key(|&index| (events[index].user_id, events[index].day()));
+    let mut groups = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut current_key = None;
+    for index in order {
+        let key = (events[index].user_id, events[index].day());
+        if current_key != Some(key) || current.len() >= limits.max_rows {
+            if !current.is_empty() {
+                groups.push(std::mem::take(&mut current));
+            }
+            current_key = Some(key);
+        }
+        current.push(index);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+/// One group per replica set (rows whose partitions live on the same nodes, as the Spark
+/// Cassandra connector groups them), split past `max_rows` rows or `max_multi_partition_bytes`;
+/// within a group the rows of one partition stay together.
+fn replica_batches(
+    events: &[PlaybackEvent],
+    limits: &BatchLimits,
+    mut replica_set_of: impl FnMut(&PlaybackEvent) -> usize,
+) -> Vec<Vec<usize>> {
+    let mut keyed: Vec<(usize, u64, i32, usize)> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| (replica_set_of(event), event.user_id, event.day(), index))
+        .collect();
+    keyed.sort_unstable();
+    let mut groups = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut current_bytes = 0;
+    let mut current_set = None;
+    for (set, _, _, index) in keyed {
+        let bytes = mutation_bytes(&events[index]);
+        let full = current.len() >= limits.max_rows
+            || current_bytes + bytes > limits.max_multi_partition_bytes;
+        if current_set != Some(set) || full {
+            if !current.is_empty() {
+                groups.push(std::mem::take(&mut current));
+            }
+            current_bytes = 0;
+            current_set = Some(set);
+        }
+        current.push(index);
+        current_bytes += bytes;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+/// About what Cassandra counts for a row against `batch_size_fail_threshold` (the mutation's
+/// data size): each cell carries a timestamp, a TTL and a local deletion time (16 bytes) beside
+/// its value, and the row its clustering key and liveness info. A 12-cell row of ~70 bytes of
+/// values counts ~340 bytes, not 70.
+fn mutation_bytes(event: &PlaybackEvent) -> usize {
+    const ROW: usize = 80;
+    const CELL: usize = 16;
+    let text = |field: &Option<wire::SmolStr>| field.as_ref().map_or(0, |text| CELL + text.len());
+    let fixed = |set: bool, bytes: usize| if set { CELL + bytes } else { 0 };
+    ROW + (CELL + 16) // session_id
+        + (CELL + 8) // content_id
+        + (CELL + 1) // kind
+        + (CELL + 8) // received_at
+        + (CELL + 8) // position_ms
+        + fixed(event.sent_at.is_some(), 8)
+        + fixed(event.duration_ms.is_some(), 8)
+        + fixed(event.bitrate_kbps.is_some(), 4)
+        + fixed(event.buffer_ms.is_some(), 4)
+        + fixed(event.country.is_some(), 2)
+        + text(&event.error_code)
+        + text(&event.device)
+        + text(&event.cdn)
+        + text(&event.app_version)
+}
+
+/// Numbers the replica sets of the history table's tokens, for one batch. The replicas of a
+/// token depend only on the ring range it falls in, so each range is looked up once.
+struct ReplicaGroups<'a> {
+    cluster: &'a ClusterState,
+    keyspace: &'a str,
+    by_range: HashMap<i64, usize>,
+    by_replicas: HashMap<Vec<Uuid>, usize>,
+}
+
+impl<'a> ReplicaGroups<'a> {
+    fn new(cluster: &'a ClusterState, keyspace: &'a str) -> Self {
+        ReplicaGroups {
+            cluster,
+            keyspace,
+            by_range: HashMap::new(),
+            by_replicas: HashMap::new(),
+        }
+    }
+
+    fn group_of(&mut self, token: Token) -> usize {
+        let range_end = self
+            .cluster
+            .replica_locator()
+            .ring()
+            .ring_range_full(token)
+            .next()
+            .map_or(i64::MIN, |(end, _)| end.value());
+        if let Some(&group) = self.by_range.get(&range_end) {
+            return group;
+        }
+        let mut replicas: Vec<Uuid> = self
+            .cluster
+            .get_token_endpoints(self.keyspace, HISTORY_TABLE, token)
+            .iter()
+            .map(|(node, _shard)| node.host_id)
+            .collect();
+        replicas.sort_unstable();
+        let next = self.by_replicas.len();
+        let group = *self.by_replicas.entry(replicas).or_insert(next);
+        self.by_range.insert(range_end, group);
+        group
+    }
+}
+
+/// The `(user_id, day)` pairs this process has recently written to `viewing_days`, so a busy
+/// viewer's day row is written once per refresh interval, not once per batch. Bounded: when
+/// full, old entries go; a forgotten pair only costs one more (idempotent) write.
+struct DayIndex {
+    refresh: Duration,
+    written: Mutex<HashMap<(u64, i32), Instant>>,
+}
+
+/// About 20 MB at most.
+const DAY_INDEX_MAX_ENTRIES: usize = 1 << 20;
+
+impl DayIndex {
+    fn new(refresh: Duration) -> DayIndex {
+        DayIndex {
+            refresh,
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pairs of these events whose day row must be (re)written now.
+    fn stale(&self, events: &[PlaybackEvent], now: Instant) -> Vec<(u64, i32)> {
+        let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stale: Vec<(u64, i32)> = events
+            .iter()
+            .map(|event| (event.user_id, event.day()))
+            .filter(|key| {
+                written
+                    .get(key)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= self.refresh)
+            })
+            .collect();
+        drop(written);
+        stale.sort_unstable();
+        stale.dedup();
+        stale
+    }
+
+    /// Records day rows as written at `at`: the time before they were sent, so that their TTL
+    /// (counted from when Cassandra received them) runs out no sooner than assumed.
+    fn mark(&self, keys: &[(u64, i32)], at: Instant) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if written.len() + keys.len() > DAY_INDEX_MAX_ENTRIES {
+            let refresh = self.refresh;
+            written.retain(|_, written_at| at.saturating_duration_since(*written_at) < refresh);
+            if written.len() + keys.len() > DAY_INDEX_MAX_ENTRIES {
+                written.clear();
+            }
+        }
+        for key in keys {
+            written.insert(*key, at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wire::EventKind;
+
+    use super::*;
+
+    fn event(user_id: u64, ts: i64) -> PlaybackEvent {
+        PlaybackEvent {
+            event_id: Uuid::new_v4(),
+            session_id: Uuid::nil(),
+            user_id,
+            content_id: 1,
+            kind: EventKind::Heartbeat,
+            ts,
+            sent_at: None,
+            received_at: ts,
+            position_ms: 0,
+            duration_ms: None,
+            bitrate_kbps: None,
+            buffer_ms: None,
+            error_code: None,
+            device: None,
+            cdn: None,
+            app_version: None,
+            country: None,
+        }
+    }
+
+    const DAY: i64 = MS_PER_DAY;
+
+    #[test]
+    fn partition_batches_hold_one_partition_each_and_every_row_once() {
+        let events = vec![
+            event(1, 10),
+            event(2, 10),
+            event(1, 20),
+            event(1, DAY + 5),
+            event(2, 30),
+            event(3, 0),
+        ];
+        let groups = partition_batches(&events, &BatchLimits::default());
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..events.len()).collect::<Vec<_>>());
+        for group in &groups {
+            let key = (events[group[0]].user_id, events[group[0]].day());
+            assert!(group
+                .iter()
+                .all(|&i| (events[i].user_id, events[i].day()) == key));
+        }
+        assert_eq!(groups.len(), 4);
+    }
+
+    #[test]
+    fn a_large_partition_is_split_at_the_row_cap() {
+        let events: Vec<_> = (0..10).map(|i| event(7, i)).collect();
+        let limits = BatchLimits {
+            max_rows: 4,
+            ..BatchLimits::default()
+        };
+        let sizes: Vec<usize> = partition_batches(&events, &limits)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+    }
+
+    #[test]
+    fn replica_batches_never_mix_replica_sets_and_respect_the_byte_cap() {
+        let events: Vec<_> = (0..100).map(|i| event(i, i as i64)).collect();
+        let limits = BatchLimits {
+            max_rows: 1_000,
+            max_multi_partition_bytes: 10 * mutation_bytes(&events[0]),
+        };
+        let groups = replica_batches(&events, &limits, |event| (event.user_id % 3) as usize);
+        for group in &groups {
+            let set = events[group[0]].user_id % 3;
+            assert!(group.iter().all(|&i| events[i].user_id % 3 == set));
+            assert!(group.len() <= 10);
+        }
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn single_rows_go_as_inserts_and_groups_as_batches() {
+        let requests = into_requests(vec![vec![3], vec![1, 2]]);
+        assert_eq!(requests, vec![Request::One(3), Request::Many(vec![1, 2])]);
+    }
+
+    #[test]
+    fn all_time_queries_clamp_to_the_int_days() {
+        assert_eq!(day_bound(i64::MIN), i32::MIN);
+        assert_eq!(day_bound(i64::MAX), i32::MAX);
+        assert_eq!(day_bound(-1), -1);
+        assert_eq!(day_bound(DAY * 20_000 + 1), 20_000);
+    }
+
+    #[test]
+    fn a_day_row_is_rewritten_only_after_its_refresh_interval() {
+        let index = DayIndex::new(Duration::from_secs(60));
+        let events = vec![event(1, 10), event(1, 20), event(2, DAY)];
+        let start = Instant::now();
+        let stale = index.stale(&events, start);
+        assert_eq!(stale, vec![(1, 0), (2, 1)]);
+        index.mark(&stale, start);
+        assert!(index
+            .stale(&events, start + Duration::from_secs(59))
+            .is_empty());
+        assert_eq!(
+            index.stale(&events, start + Duration::from_secs(60)).len(),
+            2
+        );
+    }
+}
