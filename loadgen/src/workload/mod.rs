@@ -154,10 +154,13 @@ impl Audience {
 
     /// The next event of any viewer in this share; `None` only for an empty share.
     pub fn next_event(&mut self) -> Option<EventDraft> {
-        let Reverse((_, slot)) = self.queue.pop()?;
+        // Replace the top in place: one sift instead of a pop and a push.
+        let mut top = self.queue.peek_mut()?;
+        let Reverse((_, slot)) = *top;
         let viewer = &mut self.viewers[slot as usize];
         let draft = viewer.step(&self.catalog);
-        self.queue.push(Reverse((viewer.next_at_ms(), slot)));
+        *top = Reverse((viewer.next_at_ms(), slot));
+        drop(top);
         self.kinds.add(draft.kind);
         self.simulated_ms = draft.at_ms;
         Some(draft)
