@@ -2,8 +2,12 @@
 //! at the top level (`--json FILE`), declares its target, and exits non-zero when it misses it.
 
 mod body;
+mod cassandra;
+mod http;
+mod invalidation;
 mod pipeline;
 mod report;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +27,16 @@ enum Scenario {
     /// In process: parse + validate + batch + durable embedded write, as the HTTP handler does
     /// after reading a body (target: 1,000,000 events/s sustained for 60 s).
     Pipeline(pipeline::Args),
+    /// The Cassandra sink's write modes (concurrent inserts, partition batches, replica
+    /// batches) against a real node: rows/s and CPU per row, client and server. Needs
+    /// `engines/up cassandra`.
+    CassandraWrites(cassandra::Args),
+    /// loadgen against `playpulse serve` on loopback, both on this machine: saturation point,
+    /// then p99 at 80% of it (targets: 500,000 events/s; p99 <= 50 ms).
+    Http(http::Args),
+    /// The Redis invalidation side path off vs on, alternated in one run (targets: <= 5%
+    /// throughput cost; durable-to-UNLINK p99 <= 1 s). Needs Redis: `engines/up redis`.
+    Invalidation(invalidation::Args),
 }
 
 /// Options every scenario shares.
@@ -51,6 +65,9 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.scenario {
             Scenario::Pipeline(args) => pipeline::run(args).await,
+            Scenario::CassandraWrites(args) => cassandra::run(args).await,
+            Scenario::Http(args) => http::run(args).await,
+            Scenario::Invalidation(args) => invalidation::run(args).await,
         }
     });
     match outcome {

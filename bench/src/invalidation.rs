@@ -1,0 +1,154 @@
+//! The cache-invalidation side path's cost: the same load with invalidation off and on (Redis),
+//! alternated in one run so that a noisy machine hits both alike; and the lag from durable write
+//! to UNLINK, from the server's own histogram.
+
+use serde_json::json;
+
+use crate::report::Outcome;
+use crate::server::{self, Server};
+use crate::Common;
+
+const MAX_COST: f64 = 0.05;
+const MAX_LAG_P99_SECONDS: f64 = 1.0;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Length of each measured run (there are `rounds` runs off and as many on).
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+/// The `quantile` of a Prometheus histogram in `metrics`, as the upper bound of its bucket.
+fn histogram_quantile(metrics: &str, name: &str, quantile: f64) -> Option<f64> {
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(&format!("{name}_bucket{{le=\"")))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= quantile * total)
+        .map(|(bound, _)| *bound)
+}
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let bin = server::build_binaries()?;
+    let work = tempfile::tempdir()?;
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut lag_p99 = None;
+    let mut keys_sent = 0.0;
+    for round in 0..args.rounds {
+        for (slot, enabled) in [(0, false), (1, true)] {
+            let data_dir = work.path().join(format!("data-{round}-{enabled}"));
+            let env = [
+                ("PLAYPULSE_CACHE__KIND", "redis".to_owned()),
+                ("PLAYPULSE_REDIS__URL", args.redis_url.clone()),
+                ("PLAYPULSE_REDIS__KEY_PREFIX", format!("bench{round}:")),
+                ("PLAYPULSE_INVALIDATION__ENABLED", enabled.to_string()),
+            ];
+            let server = Server::start(&bin, &data_dir, &env)?;
+            let loadgen_args: Vec<String> = [
+                "http",
+                "--url",
+                &server.url,
+                "--max",
+                "--duration",
+                &format!("{}s", args.common.duration.as_secs().max(1)),
+                "--batch",
+                &args.batch.to_string(),
+                "--connections",
+                &args.connections.to_string(),
+                "--seed",
+                "7",
+            ]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect();
+            let report = server::run_loadgen(&bin, &loadgen_args, &work.path().join("run.json"))?;
+            eprintln!(
+                "  invalidation {}: {:.0} events/s",
+                if enabled { "on " } else { "off" },
+                report.events_per_sec
+            );
+            rates[slot].push(report.events_per_sec);
+            if enabled {
+                let metrics = server.metrics();
+                lag_p99 = histogram_quantile(&metrics, "playpulse_invalidation_lag_seconds", 0.99)
+                    .or(lag_p99);
+                keys_sent += counter(&metrics, "playpulse_invalidation_sent_total");
+            }
+        }
+    }
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let (off, on) = (mean(&rates[0]), mean(&rates[1]));
+    let cost = if off > 0.0 { 1.0 - on / off } else { 0.0 };
+    let lag = lag_p99.unwrap_or(f64::INFINITY);
+    let met = cost <= MAX_COST && lag <= MAX_LAG_P99_SECONDS;
+    println!(
+        "invalidation: off {off:.0} events/s, on {on:.0} events/s: cost {:.1}% (target <= {:.0}%)",
+        cost * 100.0,
+        MAX_COST * 100.0
+    );
+    println!("  durable-to-UNLINK lag p99 <= {lag} s (target <= {MAX_LAG_P99_SECONDS} s; bucket bound); {keys_sent:.0} keys unlinked");
+    let outcome = Outcome {
+        json: json!({
+            "scenario": "invalidation",
+            "events_per_sec": on,
+            "events_per_sec_off": off,
+            "events_per_sec_on": on,
+            "runs_off": rates[0],
+            "runs_on": rates[1],
+            "throughput_cost": cost,
+            "target_max_cost": MAX_COST,
+            "lag_p99_seconds_bucket_bound": lag_p99,
+            "target_lag_p99_seconds": MAX_LAG_P99_SECONDS,
+            "keys_unlinked": keys_sent,
+            "target_met": met,
+        }),
+        met,
+    };
+    outcome.write(args.common.json.as_deref())?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_cumulative_buckets() {
+        let metrics = "x_bucket{le=\"0.1\"} 50\nx_bucket{le=\"0.5\"} 98\nx_bucket{le=\"1\"} 100\nx_bucket{le=\"+Inf\"} 100\nx_count 100\n";
+        assert_eq!(histogram_quantile(metrics, "x", 0.5), Some(0.1));
+        assert_eq!(histogram_quantile(metrics, "x", 0.99), Some(1.0));
+        assert_eq!(histogram_quantile("", "x", 0.99), None);
+        assert_eq!(counter("y_total 12\n", "y_total"), 12.0);
+    }
+}
