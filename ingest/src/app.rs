@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::cache::{Cache, MemoryCache};
+use crate::cache::{Cache, MemoryCache, RedisCache, RedisOptions};
 use crate::config::{CacheKind, Settings, SinkKind};
 use crate::http::{self, AppState};
 use crate::pipeline::{Pipeline, PipelineWorkers};
+use crate::sidepath::invalidation::{self, InvalidationTask};
 use crate::sidepath::DurableListener;
 use crate::sink::cassandra::{CassandraConfig, CassandraSink};
 use crate::sink::embedded::{EmbeddedSink, StoreOptions};
@@ -22,7 +23,24 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     workers: PipelineWorkers,
+    side_paths: SidePaths,
     settings: Settings,
+}
+
+/// The side paths' background tasks; each finishes on its own once the pipeline has drained
+/// (its listeners are dropped with the batchers), after a bounded last flush.
+#[derive(Default)]
+pub struct SidePaths {
+    invalidation: Option<InvalidationTask>,
+}
+
+impl SidePaths {
+    /// Waits for every side path's last flush (call after the pipeline has drained).
+    pub async fn finished(self) {
+        if let Some(invalidation) = self.invalidation {
+            invalidation.finished().await;
+        }
+    }
 }
 
 /// Builds the sink the settings name; `metrics` counts what the sink does (retries).
@@ -63,17 +81,40 @@ pub async fn build_sink(
 pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> {
     match settings.cache.kind {
         CacheKind::Memory => Ok(Arc::new(MemoryCache::new())),
-        CacheKind::Redis => anyhow::bail!("cache.kind = \"redis\" is being wired in"),
+        CacheKind::Redis => {
+            let redis = &settings.redis;
+            // Does not connect: Redis may be down now; readiness reports it until it answers.
+            let cache = RedisCache::new(&redis.url, &redis.key_prefix, RedisOptions::default())
+                .context("cannot use redis.url")?;
+            tracing::info!(address = cache.address(), prefix = %redis.key_prefix, "cache: redis");
+            Ok(Arc::new(cache))
+        }
     }
 }
 
-/// Opens the sink and starts the pipeline: everything but the listener (benchmarks drive the
-/// handlers' core directly).
+/// Opens the sink and starts the pipeline with its side paths: everything but the listener
+/// (benchmarks drive the handlers' core directly). The side paths run detached: they still
+/// flush and stop once the pipeline has drained, but nobody waits for that last flush.
 pub async fn build_state(settings: &Settings) -> anyhow::Result<(AppState, PipelineWorkers)> {
+    let (state, workers, _side_paths) = build_service(settings).await?;
+    Ok((state, workers))
+}
+
+/// [`build_state`], with the side paths' tasks to await after the pipeline drains.
+pub async fn build_service(
+    settings: &Settings,
+) -> anyhow::Result<(AppState, PipelineWorkers, SidePaths)> {
     let metrics = Arc::new(Metrics::default());
     let sink = build_sink(settings, &metrics).await?;
     let cache = build_cache(settings).await?;
-    let listeners: Vec<Arc<dyn DurableListener>> = Vec::new();
+    let mut listeners: Vec<Arc<dyn DurableListener>> = Vec::new();
+    let mut side_paths = SidePaths::default();
+    if settings.invalidation.enabled {
+        let (invalidator, task) =
+            invalidation::start(&settings.invalidation, cache.clone(), metrics.clone());
+        listeners.push(invalidator);
+        side_paths.invalidation = Some(task);
+    }
     let (pipeline, workers) =
         Pipeline::start(&settings.pipeline, sink.clone(), listeners, metrics.clone());
     let state = AppState {
@@ -84,13 +125,13 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<(AppState, Pipel
         server: Arc::new(settings.server.clone()),
         ready: Arc::new(AtomicBool::new(false)),
     };
-    Ok((state, workers))
+    Ok((state, workers, side_paths))
 }
 
 impl Application {
     /// Opens the sink, starts the pipeline and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let (state, workers) = build_state(&settings).await?;
+        let (state, workers, side_paths) = build_service(&settings).await?;
         let listen = settings.server.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -99,6 +140,7 @@ impl Application {
             listener,
             state,
             workers,
+            side_paths,
             settings,
         })
     }
@@ -128,6 +170,7 @@ impl Application {
             listener,
             state,
             workers,
+            side_paths,
             settings,
         } = self;
         let ready = state.ready.clone();
@@ -157,6 +200,8 @@ impl Application {
             }
             // The router (and with it every pipeline handle) is gone: batchers flush and stop.
             workers.drain().await;
+            // Then the side paths send what the last batches left them.
+            side_paths.finished().await;
         })
         .await;
         match drained {

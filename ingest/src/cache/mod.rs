@@ -2,11 +2,13 @@
 //! the embedded default; the same contract tests run against both.
 
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::redis::{RedisCache, RedisOptions};
 pub use memory::MemoryCache;
 
 /// Why the cache could not answer.
@@ -16,6 +18,9 @@ pub enum CacheError {
     /// The cache is unreachable or timed out; retry later.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// The cache's address (`redis.url`) cannot be used.
+    #[error("invalid cache address: {0}")]
+    InvalidAddress(String),
 }
 
 #[async_trait]

@@ -1,6 +1,8 @@
 //! Side paths: work that follows a durable write and never slows it (cache invalidation now;
 //! later the graph and the content rollups).
 
+pub mod invalidation;
+
 use wire::PlaybackEvent;
 
 /// Told about every batch once it is durable. Runs on the batcher's task: it must only record

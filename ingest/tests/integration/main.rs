@@ -7,5 +7,6 @@ mod events;
 mod health;
 mod helpers;
 mod history;
+mod redis_invalidation;
 mod shutdown;
 mod sink_contract;
