@@ -466,6 +466,76 @@ async fn a_pending_invalidation_survives_a_redis_restart() {
     app.stop().await;
 }
 
+/// Freezes (SIGSTOP) or thaws (SIGCONT) a process: a hung Redis keeps its connections open but
+/// answers nothing.
+fn signal(process: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(process.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
+}
+
+#[tokio::test]
+async fn a_hung_redis_delays_invalidations_but_never_the_acknowledgements() {
+    let Some(_) = test_redis() else { return };
+    let server = ThrowawayRedis::start().await;
+    let url = server.url();
+    let prefix = unique_prefix();
+    let app = spawn_app_on_redis(
+        &url,
+        &prefix,
+        &[
+            ("PLAYPULSE_INVALIDATION__WINDOW", "50ms"),
+            ("PLAYPULSE_INVALIDATION__RETRY_BACKOFF", "50ms"),
+            ("PLAYPULSE_INVALIDATION__MAX_BACKOFF", "300ms"),
+        ],
+    )
+    .await;
+    let mut redis = connect(&url).await;
+    let user = fresh_user();
+    let key = format!("{prefix}{}", wire::keys::recommendations(user));
+    set_key(&mut redis, &key).await;
+    // Warm up the app's connection, so that the hang hits a live connection.
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "Redis answers before the hang");
+
+    let process = server.server.as_ref().expect("running");
+    signal(process, "STOP");
+    let failed_before = metric(&app, "playpulse_invalidation_failed_total").await;
+    for _ in 0..5 {
+        let response = app.post_events(&[taste_event(user, "start")]).await;
+        assert_eq!(response.status(), 200, "acknowledged while Redis hangs");
+    }
+    let failing = within(Duration::from_secs(10), async || {
+        metric(&app, "playpulse_invalidation_failed_total").await > failed_before
+    })
+    .await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    signal(process, "CONT");
+    assert!(
+        failing,
+        "requests to the hung Redis time out and are counted"
+    );
+    assert_eq!(ready.status(), 503, "readiness reports the hung cache");
+
+    assert!(
+        within(Duration::from_secs(10), async || !exists(&mut redis, &key)
+            .await)
+        .await,
+        "{key} unlinked once Redis answers again"
+    );
+    assert!(
+        within(Duration::from_secs(5), async || {
+            metric(&app, "playpulse_invalidation_pending_users").await == 0.0
+        })
+        .await,
+        "the retry went through: nothing left pending"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn invalidations_pending_at_shutdown_are_sent_before_the_app_stops() {
     let Some(url) = test_redis() else { return };
