@@ -105,27 +105,40 @@ impl AckedLogWriter {
     }
 }
 
-/// Reads a whole log.
+/// Reads a whole log. A last line without its newline that does not parse is a torn write (the
+/// generator was killed mid-line) and is skipped: its event was never fully logged.
 pub fn read_acked_log(path: &Path) -> Result<Vec<AckedEvent>, AckedLogError> {
     let io_error = |source| AckedLogError::Io {
         path: path.to_owned(),
         source,
     };
-    let reader = BufReader::new(File::open(path).map_err(io_error)?);
+    let mut reader = BufReader::new(File::open(path).map_err(io_error)?);
     let mut events = Vec::new();
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.map_err(io_error)?;
-        if line.is_empty() || line.starts_with('#') {
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io_error)? == 0 {
+            return Ok(events);
+        }
+        number += 1;
+        let complete = line.ends_with('\n');
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let event = parse_line(&line).ok_or_else(|| AckedLogError::Malformed {
-            path: path.to_owned(),
-            line: number + 1,
-            text: line.chars().take(120).collect(),
-        })?;
-        events.push(event);
+        match parse_line(text) {
+            Some(event) => events.push(event),
+            None if !complete => return Ok(events),
+            None => {
+                return Err(AckedLogError::Malformed {
+                    path: path.to_owned(),
+                    line: number,
+                    text: text.chars().take(120).collect(),
+                })
+            }
+        }
     }
-    Ok(events)
 }
 
 fn parse_line(line: &str) -> Option<AckedEvent> {
@@ -160,6 +173,15 @@ mod tests {
         drop(sender);
         assert_eq!(writer.finish().unwrap(), 5);
         assert_eq!(read_acked_log(&path).unwrap(), events);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acked.tsv");
+        let whole = "00000000-0000-4000-8000-000000000001\t1\t2\n";
+        std::fs::write(&path, format!("{HEADER}\n{whole}00000000-0000-40")).unwrap();
+        assert_eq!(read_acked_log(&path).unwrap().len(), 1);
     }
 
     #[test]

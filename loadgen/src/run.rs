@@ -7,6 +7,7 @@
 //! ([`crate::schedule::Lateness`]).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -68,6 +69,14 @@ pub async fn run_http(
     let started_at_ms = wall_clock_ms();
     let axis = TimeAxis::ending_at(started_at_ms, span);
     let mut runner = Runner::new(settings, catalog, axis, show_progress)?;
+    // Ctrl-C ends the run early; what was measured so far is still reported.
+    let interrupted = runner.stop_flag();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing the requests in flight");
+            interrupted.store(true, Ordering::Relaxed);
+        }
+    });
 
     let ramp_slo = match &settings.load {
         LoadShape::Ramp { .. } => settings.slo_p99_ms,
@@ -115,7 +124,11 @@ pub async fn run_http(
         } else {
             phases.push(result);
         }
+        if runner.stopped() {
+            break;
+        }
     }
+    watcher.abort();
     let ramp = ramp_slo.map(|slo| RampReport {
         slo_p99_ms: slo,
         keep_up_fraction: KEEP_UP_FRACTION,
@@ -177,6 +190,8 @@ pub struct Runner {
     compression: Compression,
     miss_slack: Duration,
     show_progress: bool,
+    /// Set to end the run early (Ctrl-C): workers stop sending at their next turn.
+    stop: Arc<AtomicBool>,
 }
 
 impl Runner {
@@ -223,6 +238,7 @@ impl Runner {
             compression: settings.compression,
             miss_slack: settings.miss_slack,
             show_progress,
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -248,6 +264,7 @@ impl Runner {
             miss_slack: self.miss_slack,
             axis: self.axis,
             acked: self.acked_log.as_ref().map(AckedLogWriter::sender),
+            stop: self.stop.clone(),
         });
         let tasks: Vec<_> = std::mem::take(&mut self.workers)
             .into_iter()
@@ -286,6 +303,14 @@ impl Runner {
                 .unwrap_or_default()
                 .saturating_sub(cpu_before),
         })
+    }
+
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     /// Events generated so far, by kind.
@@ -329,6 +354,7 @@ struct PhaseContext {
     miss_slack: Duration,
     axis: TimeAxis,
     acked: Option<mpsc::Sender<Vec<AckedEvent>>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl PhaseContext {
@@ -404,7 +430,7 @@ impl Worker {
                 Some(schedule) => schedule.next_send(),
                 None => now,
             };
-            if intended >= context.end {
+            if intended >= context.end || context.stop.load(Ordering::Relaxed) {
                 break;
             }
             if now >= context.end {
