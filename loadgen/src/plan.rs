@@ -176,8 +176,9 @@ pub fn compute(inputs: PlanInputs) -> Result<Plan, PlanError> {
     let concurrent_viewers = Derived {
         value: events_per_sec / per_viewer,
         formula: format!(
-            "{} events/s / {per_viewer} events per viewer per s",
-            thousands(events_per_sec)
+            "{} events/s / {} events per viewer per s",
+            thousands(events_per_sec),
+            short_number(per_viewer)
         ),
     };
     let ingest_nodes = Derived {
@@ -244,10 +245,7 @@ pub fn compute(inputs: PlanInputs) -> Result<Plan, PlanError> {
         }
     };
     let for_retention = storage(
-        format!(
-            "{} of retention",
-            humantime::format_duration(Duration::from_secs(retention as u64))
-        ),
+        format!("{} of retention", human_duration(retention)),
         Derived {
             value: events_per_sec * retention,
             formula: format!("{} events/s x {retention} s", thousands(events_per_sec)),
@@ -302,11 +300,9 @@ impl Plan {
         ] {
             let value = match input.unit.as_str() {
                 "bytes" => human_bytes(input.value),
-                "seconds" => {
-                    humantime::format_duration(Duration::from_secs(input.value as u64)).to_string()
-                }
+                "seconds" => human_duration(input.value),
                 _ if input.value >= 1_000.0 => thousands(input.value),
-                _ => format!("{}", input.value),
+                _ => short_number(input.value),
             };
             out.push_str(&format!("  {name:<27} {value:>14}  {}\n", input.source));
         }
@@ -350,7 +346,15 @@ impl Plan {
                 &mut out,
                 "  covers (days)",
                 &need.covers_days,
-                format!("{:.1}", need.covers_days.value),
+                if need.covers_days.value >= 365.25 {
+                    format!(
+                        "{:.1} ({:.1} y)",
+                        need.covers_days.value,
+                        need.covers_days.value / 365.25
+                    )
+                } else {
+                    format!("{:.1}", need.covers_days.value)
+                },
             );
             line(
                 &mut out,
@@ -488,6 +492,12 @@ pub fn parse_bytes(text: &str) -> Result<f64, PlanError> {
     Ok(number * multiplier)
 }
 
+/// At most four decimals, without trailing zeros: 0.104486111 -> "0.1045", 3.0 -> "3".
+pub fn short_number(value: f64) -> String {
+    let text = format!("{value:.4}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// 2592000 -> "30 days"; other spans as humantime writes them.
 pub fn human_duration(seconds: f64) -> String {
     let whole = seconds as u64;
@@ -602,6 +612,14 @@ mod tests {
         );
         assert!(text.contains("100.00 PB of history"), "{text}");
         assert!(text.contains("622.08 TB"), "{text}");
+    }
+
+    #[test]
+    fn numbers_and_spans_print_short() {
+        assert_eq!(short_number(0.104486111), "0.1045");
+        assert_eq!(short_number(3.0), "3");
+        assert_eq!(human_duration(30.0 * 86_400.0), "30 days");
+        assert_eq!(human_duration(90.0), "1m 30s");
     }
 
     #[test]

@@ -21,11 +21,9 @@ use crate::http::{compress, encode_events, BodyFormat, Compression, EventPoster,
 use crate::ramp::{judge_step, saturation_point, RampReport, KEEP_UP_FRACTION};
 use crate::report::{Report, ReportError, RunFacts};
 use crate::schedule::{classify_send, Lateness, OpenSchedule};
-use crate::settings::HttpRunSettings;
-use crate::settings::LoadShape;
+use crate::settings::{HttpRunSettings, LoadShape};
 use crate::stats::{progress, HistogramError, Sample};
-use crate::workload::clock::TimeAxis;
-use crate::workload::clock::{simulated_span, ASSUMED_MAX_EVENTS_PER_SEC};
+use crate::workload::clock::{simulated_span, TimeAxis, ASSUMED_MAX_EVENTS_PER_SEC};
 use crate::workload::{empty_wire_event, Audience, KindCounts, WorkloadError, ZipfCatalog};
 
 /// Why a run stopped before its end.
