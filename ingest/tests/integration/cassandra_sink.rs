@@ -106,9 +106,7 @@ async fn drop_stale_keyspaces(session: &Session) {
         .collect();
     for name in stale {
         // Another test run may be dropping it too; either way it goes.
-        let _ = session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {name}"), ())
-            .await;
+        let _ = cassandra::drop_keyspace(session, &name).await;
     }
 }
 

@@ -139,7 +139,7 @@ impl CassandraConfig {
             .await
             .map_err(|source| CassandraError::Connect {
                 nodes: self.nodes.join(","),
-                source,
+                source: Box::new(source),
             })
     }
 }

@@ -1,10 +1,7 @@
 //! Errors of the Cassandra sink, and the one place they become [`SinkError`]s (and so HTTP
 //! statuses: `Unavailable` -> 503, `Failed` -> 500).
 
-use scylla::errors::{
-    DbError, ExecutionError, NewSessionError, PagerExecutionError, PrepareError,
-    RequestAttemptError,
-};
+use scylla::errors::{DbError, ExecutionError, NewSessionError, PrepareError, RequestAttemptError};
 
 use crate::sink::SinkError;
 
@@ -19,31 +16,34 @@ pub enum CassandraError {
     #[error("cannot connect to Cassandra at {nodes} (cassandra.nodes): {source}")]
     Connect {
         nodes: String,
-        source: NewSessionError,
+        source: Box<NewSessionError>,
     },
     /// A statement could not be prepared (schema missing or different from `config/schema.cql`).
     #[error("cannot prepare `{cql}`: {source} (has `playpulse schema apply` run?)")]
-    Prepare { cql: String, source: PrepareError },
+    Prepare {
+        cql: String,
+        source: Box<PrepareError>,
+    },
     /// A schema statement failed.
     #[error("schema statement failed: {source}\n  {cql}")]
-    Schema { cql: String, source: ExecutionError },
+    Schema {
+        cql: String,
+        source: Box<ExecutionError>,
+    },
     /// A request failed with an error that retrying may fix (timeout, overload, a replica or the
     /// connection down), and kept failing until the retries ran out.
     #[error("{what} failed after {attempts} attempt(s): {source}")]
     Transient {
         what: &'static str,
         attempts: u32,
-        source: ExecutionError,
+        source: Box<ExecutionError>,
     },
     /// A request failed with an error that retrying will not fix.
     #[error("{what} failed: {source}")]
     Permanent {
         what: &'static str,
-        source: ExecutionError,
+        source: Box<ExecutionError>,
     },
-    /// Paging through a history query failed.
-    #[error("history query failed: {0}")]
-    Paging(#[from] PagerExecutionError),
     /// A stored row does not map back to an event (written by something else?).
     #[error("cannot read a stored row: {0}")]
     Decode(String),
@@ -68,8 +68,6 @@ impl From<CassandraError> for SinkError {
             CassandraError::Transient { .. }
             | CassandraError::Deadline(_)
             | CassandraError::Connect { .. } => SinkError::Unavailable(error.to_string()),
-            // A history page that fails mid-way is as transient as any request.
-            CassandraError::Paging(_) => SinkError::Unavailable(error.to_string()),
             _ => SinkError::Failed(error.to_string()),
         }
     }
@@ -102,7 +100,6 @@ fn is_transient_attempt(error: &RequestAttemptError) -> bool {
                 | DbError::WriteTimeout { .. }
                 | DbError::IsBootstrapping
                 | DbError::RateLimitReached { .. }
-                | DbError::TruncateError
         ),
         _ => false,
     }
@@ -157,7 +154,7 @@ mod tests {
         let transient = CassandraError::Transient {
             what: "write",
             attempts: 4,
-            source: db(DbError::Overloaded),
+            source: Box::new(db(DbError::Overloaded)),
         };
         assert!(matches!(
             SinkError::from(transient),
@@ -165,7 +162,7 @@ mod tests {
         ));
         let permanent = CassandraError::Permanent {
             what: "write",
-            source: db(DbError::Invalid),
+            source: Box::new(db(DbError::Invalid)),
         };
         assert!(matches!(SinkError::from(permanent), SinkError::Failed(_)));
         assert!(matches!(

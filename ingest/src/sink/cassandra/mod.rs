@@ -21,9 +21,25 @@ use std::sync::Arc;
 pub use config::{BatchLimits, CassandraConfig};
 pub use error::CassandraError;
 pub use schema::{CompactionWindow, SchemaParams};
-pub use service::RetryPolicy;
+pub use service::{RequestStats, RetryPolicy};
 pub use sink::CassandraSink;
 pub use statements::{history_token, DAYS_TABLE, HISTORY_TABLE};
+
+/// Drops a keyspace and everything in it (tests and benchmarks clean up what they made).
+pub async fn drop_keyspace(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+) -> Result<(), CassandraError> {
+    let cql = statements::drop_keyspace_cql(keyspace);
+    session
+        .query_unpaged(statements::ddl(&cql), ())
+        .await
+        .map(|_| ())
+        .map_err(|source| CassandraError::Schema {
+            cql,
+            source: Box::new(source),
+        })
+}
 
 /// Connects with `config` and applies the schema it describes; returns what was done, a line a
 /// step. The session is returned too, for a caller that builds a sink on it next.

@@ -6,7 +6,7 @@ use scylla::client::session::Session;
 
 use super::config::{ttl_seconds, CassandraConfig};
 use super::error::CassandraError;
-use super::statements::{DAYS_TABLE, HISTORY_TABLE, SELECT_KEYSPACE, SELECT_TABLES};
+use super::statements::{ddl, DAYS_TABLE, HISTORY_TABLE, SELECT_KEYSPACE, SELECT_TABLES};
 
 const TEMPLATE: &str = include_str!("../../../../config/schema.cql");
 
@@ -122,11 +122,11 @@ pub async fn apply(
     let tables_before = tables(session, &params.keyspace).await?;
     for cql in params.statements() {
         session
-            .query_unpaged(cql.as_str(), ())
+            .query_unpaged(ddl(&cql), ())
             .await
             .map_err(|source| CassandraError::Schema {
                 cql: cql.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     report.push(if keyspace_existed {
@@ -205,7 +205,7 @@ async fn tables(session: &Session, keyspace: &str) -> Result<Vec<(String, i32)>,
 fn schema_error(cql: &str, source: scylla::errors::ExecutionError) -> CassandraError {
     CassandraError::Schema {
         cql: cql.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

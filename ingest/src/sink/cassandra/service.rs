@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,12 +54,22 @@ impl RetryPolicy {
     }
 }
 
+/// Requests this service has sent, for benchmarks (the service's metrics count retries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// Attempts sent, retries included.
+    pub attempts: u64,
+    pub retries: u64,
+}
+
 /// The session, with a bound on requests in flight and a retry policy.
 pub struct CassandraService {
     session: Arc<Session>,
     in_flight: Semaphore,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    attempts: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl CassandraService {
@@ -71,6 +82,15 @@ impl CassandraService {
                 backoff: config.retry_backoff,
             },
             metrics,
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> RequestStats {
+        RequestStats {
+            attempts: self.attempts.load(Relaxed),
+            retries: self.retries.load(Relaxed),
         }
     }
 
@@ -105,6 +125,7 @@ impl CassandraService {
                     .acquire()
                     .await
                     .expect("the semaphore is never closed");
+                self.attempts.fetch_add(1, Relaxed);
                 send().await
             };
             let error = match result {
@@ -114,17 +135,18 @@ impl CassandraService {
             if !is_transient(&error) {
                 return Err(CassandraError::Permanent {
                     what,
-                    source: error,
+                    source: Box::new(error),
                 });
             }
             if attempts > self.retry.max_retries {
                 return Err(CassandraError::Transient {
                     what,
                     attempts,
-                    source: error,
+                    source: Box::new(error),
                 });
             }
             self.metrics.sink_retried();
+            self.retries.fetch_add(1, Relaxed);
             tracing::debug!(what, attempts, %error, "retrying a cassandra request");
             tokio::time::sleep(self.retry.pause(attempts - 1)).await;
         }

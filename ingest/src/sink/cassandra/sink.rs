@@ -17,7 +17,7 @@ use wire::{PlaybackEvent, MS_PER_DAY};
 use super::config::{BatchLimits, CassandraConfig};
 use super::error::CassandraError;
 use super::schema::{days_refresh, days_ttl_seconds};
-use super::service::CassandraService;
+use super::service::{CassandraService, RequestStats};
 use super::statements::{
     history_token, DayRow, DaysKey, EventRow, HistoryKey, Statements, StoredEvent, HISTORY_TABLE,
 };
@@ -74,6 +74,11 @@ impl CassandraSink {
 
     pub fn session(&self) -> &Arc<Session> {
         self.service.session()
+    }
+
+    /// Requests sent so far (for benchmarks).
+    pub fn request_stats(&self) -> RequestStats {
+        self.service.stats()
     }
 
     /// Turns a batch into requests the way `write_mode` says, sends them (as many at once as

@@ -7,6 +7,7 @@ use scylla::client::session::Session;
 use scylla::routing::partitioner::{Murmur3Partitioner, Partitioner, PartitionerHasher};
 use scylla::routing::Token;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Statement;
 use scylla::value::{CqlTimestamp, MaybeUnset};
 use scylla::{DeserializeRow, SerializeRow};
 use uuid::Uuid;
@@ -35,6 +36,24 @@ const SELECT_DAYS: &str =
 /// Readiness: a one-partition read of our own table proves the node answers, the schema is
 /// there and the replicas are up at our consistency.
 const SELECT_READY: &str = "SELECT day FROM {ks}.viewing_days WHERE user_id = 0 LIMIT 1";
+
+/// Schema changes (CREATE, DROP) wait for every node to agree and flush: far slower than a
+/// write, so they get their own client timeout rather than `cassandra.request_timeout`.
+pub const DDL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A schema statement, with [`DDL_TIMEOUT`].
+pub fn ddl(cql: &str) -> Statement {
+    let mut statement = Statement::new(cql);
+    statement.set_request_timeout(Some(DDL_TIMEOUT));
+    statement
+}
+
+/// For tests and benchmarks that make a keyspace of their own.
+const DROP_KEYSPACE: &str = "DROP KEYSPACE IF EXISTS {ks}";
+
+pub fn drop_keyspace_cql(keyspace: &str) -> String {
+    render(DROP_KEYSPACE, keyspace)
+}
 
 /// Introspection for `playpulse schema apply` (system tables, so not prepared per keyspace).
 pub const SELECT_KEYSPACE: &str =
@@ -76,7 +95,10 @@ impl Statements {
                         statement.set_is_idempotent(true);
                         Ok(statement)
                     }
-                    Err(source) => Err(CassandraError::Prepare { cql, source }),
+                    Err(source) => Err(CassandraError::Prepare {
+                        cql,
+                        source: Box::new(source),
+                    }),
                 }
             }
         };
@@ -332,6 +354,10 @@ mod tests {
         ] {
             let cql = render(template, "pp_x");
             assert!(cql.contains("pp_x."), "{cql}");
+            assert!(!cql.contains('{'), "{cql}");
+        }
+        assert_eq!(drop_keyspace_cql("pp_x"), "DROP KEYSPACE IF EXISTS pp_x");
+        for cql in [SELECT_KEYSPACE, SELECT_TABLES] {
             assert!(!cql.contains('{'), "{cql}");
         }
     }
