@@ -4,7 +4,8 @@
 //! invalidation, never on the request's path).
 
 pub mod app;
-pub mod cache;
+/// The cache port (its own crate, shared with the CQRS platform).
+pub use cache;
 pub mod codec;
 pub mod config;
 pub mod http;
