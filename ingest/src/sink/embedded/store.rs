@@ -468,7 +468,7 @@ mod tests {
         }
         assert!(store.stats().segments > 1, "{:?}", store.stats());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while store.history(&everything(3)).unwrap().len() > 0 || store.stats().segments > 1 {
+        while !store.history(&everything(3)).unwrap().is_empty() || store.stats().segments > 1 {
             assert!(std::time::Instant::now() < deadline, "{:?}", store.stats());
             store.expire().unwrap();
             std::thread::sleep(Duration::from_millis(50));
