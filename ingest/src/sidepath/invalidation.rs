@@ -75,23 +75,25 @@ impl PendingSet {
     }
 
     fn record(&self, user_id: u64, durable_at: Instant) -> Recorded {
-        let mut shard = self.shard(user_id);
-        if shard.contains_key(&user_id) {
-            return Recorded::Coalesced;
+        match self.shard(user_id).entry(user_id) {
+            Entry::Occupied(_) => Recorded::Coalesced,
+            Entry::Vacant(entry) => {
+                // Reserve the room before inserting: the bound holds exactly with several
+                // batchers recording at once.
+                if self.entries.fetch_add(1, Ordering::AcqRel) >= self.max {
+                    self.entries.fetch_sub(1, Ordering::AcqRel);
+                    return Recorded::Dropped;
+                }
+                entry.insert(durable_at);
+                Recorded::Added
+            }
         }
-        // Reserve the room before inserting, so the bound holds exactly with several batchers.
-        if self.entries.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.entries.fetch_sub(1, Ordering::AcqRel);
-            return Recorded::Dropped;
-        }
-        shard.insert(user_id, durable_at);
-        Recorded::Added
     }
 
     /// Swaps every shard out (each lock held for a pointer swap only) and returns their users.
     /// They stay counted in `entries` until [`PendingSet::sent`] or [`PendingSet::restore`].
     fn take(&self) -> Vec<(u64, Instant)> {
-        let mut taken = Vec::new();
+        let mut taken = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
             let users = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
             taken.extend(users);
