@@ -2,6 +2,7 @@
 //! the embedded store; the sink contract suite; the crash test against the real binary.
 
 mod cassandra_sink;
+mod cluster;
 mod crash;
 mod events;
 mod health;

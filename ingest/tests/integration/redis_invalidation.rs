@@ -19,7 +19,7 @@ use crate::helpers::*;
 
 /// The Redis these tests use. Unset, the tests fail (CI must not pass without the engine)
 /// unless `PLAYPULSE_SKIP_ENGINE_TESTS=1` says to skip them.
-fn test_redis() -> Option<String> {
+pub fn test_redis() -> Option<String> {
     if let Ok(url) = std::env::var("PLAYPULSE_TEST_REDIS") {
         if !url.is_empty() {
             return Some(url);
@@ -37,18 +37,18 @@ fn test_redis() -> Option<String> {
     );
 }
 
-fn unique_prefix() -> String {
+pub fn unique_prefix() -> String {
     format!("pp-test-{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// A taste-changing event (`start` or `complete`) for `user_id`.
-fn taste_event(user_id: u64, kind: &str) -> Value {
+pub fn taste_event(user_id: u64, kind: &str) -> Value {
     let mut event = event(user_id, now_ms() - 1_000);
     event["kind"] = kind.into();
     event
 }
 
-async fn connect(url: &str) -> MultiplexedConnection {
+pub async fn connect(url: &str) -> MultiplexedConnection {
     redis::Client::open(url)
         .expect("a redis URL")
         .get_multiplexed_async_connection()
@@ -56,7 +56,7 @@ async fn connect(url: &str) -> MultiplexedConnection {
         .unwrap_or_else(|error| panic!("cannot connect to the test Redis at {url}: {error}"))
 }
 
-async fn set_key(redis: &mut MultiplexedConnection, key: &str) {
+pub async fn set_key(redis: &mut MultiplexedConnection, key: &str) {
     redis::cmd("SET")
         .arg(key)
         .arg("cached")
@@ -67,7 +67,7 @@ async fn set_key(redis: &mut MultiplexedConnection, key: &str) {
         .expect("SET");
 }
 
-async fn exists(redis: &mut MultiplexedConnection, key: &str) -> bool {
+pub async fn exists(redis: &mut MultiplexedConnection, key: &str) -> bool {
     redis::cmd("EXISTS")
         .arg(key)
         .query_async::<u64>(redis)

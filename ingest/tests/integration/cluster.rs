@@ -1,0 +1,164 @@
+//! End to end on the real stack: the server on `config/cluster.toml` (events in Cassandra, the
+//! recommendation cache in Redis), clients post, history through the API matches what was
+//! sent, and the viewers' cache keys are gone.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ingest::config::{Overrides, Settings, WriteMode};
+use ingest::Application;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::cassandra_sink::{cassandra_address, TestKeyspace};
+use crate::helpers::*;
+use crate::redis_invalidation::{connect, exists, set_key, taste_event, test_redis, unique_prefix};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
+    let (Some(cassandra), Some(redis_url)) = (cassandra_address(), test_redis()) else {
+        return;
+    };
+    let keyspace = TestKeyspace::create(
+        &cassandra,
+        Duration::from_secs(86_400),
+        WriteMode::PartitionBatches,
+    )
+    .await;
+    let prefix = unique_prefix();
+    let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/cluster.toml");
+    let env = [
+        ("PLAYPULSE_CASSANDRA__NODES", format!("[\"{cassandra}\"]")),
+        (
+            "PLAYPULSE_CASSANDRA__KEYSPACE",
+            keyspace.config.keyspace.clone(),
+        ),
+        ("PLAYPULSE_REDIS__URL", redis_url.clone()),
+        ("PLAYPULSE_REDIS__KEY_PREFIX", prefix.clone()),
+    ];
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: None,
+    };
+    let env = env
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()));
+    let settings =
+        Settings::load(Some(&profile), env, &overrides).expect("the cluster profile loads");
+    assert_eq!(settings.sink.kind, ingest::config::SinkKind::Cassandra);
+    let app = Application::build(settings)
+        .await
+        .expect("the service starts on the cluster profile");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready on Cassandra and Redis");
+
+    let mut redis = connect(&redis_url).await;
+    let users: Vec<u64> = (0..5).map(|_| fresh_user()).collect();
+    for user in &users {
+        set_key(
+            &mut redis,
+            &format!("{prefix}{}", wire::keys::recommendations(*user)),
+        )
+        .await;
+        set_key(
+            &mut redis,
+            &format!("{prefix}{}", wire::keys::user_profile(*user)),
+        )
+        .await;
+    }
+    let mut sent: Vec<Value> = Vec::new();
+    for user in &users {
+        let mut events = events_for(*user, 20);
+        events.push(taste_event(*user, "start"));
+        let response = client
+            .post(format!("{base}/v1/events"))
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let ack: Value = response.json().await.unwrap();
+        assert_eq!(ack["accepted"], 21);
+        sent.extend(events);
+    }
+
+    for user in &users {
+        let url = format!("{base}/v1/users/{user}/history?limit=1000");
+        let stored: Vec<Value> = client.get(url).send().await.unwrap().json().await.unwrap();
+        let mut expected: Vec<&Value> = sent
+            .iter()
+            .filter(|event| event["user_id"] == *user)
+            .collect();
+        expected.sort_by(|a, b| {
+            let key = |event: &Value| {
+                (
+                    event["ts"].as_i64().unwrap(),
+                    event["event_id"].as_str().unwrap().to_owned(),
+                )
+            };
+            key(b).cmp(&key(a))
+        });
+        assert_eq!(stored.len(), expected.len(), "user {user}");
+        for (got, want) in stored.iter().zip(&expected) {
+            for field in [
+                "event_id",
+                "session_id",
+                "user_id",
+                "content_id",
+                "kind",
+                "ts",
+                "position_ms",
+                "device",
+                "country",
+            ] {
+                assert_eq!(got[field], want[field], "{field} of user {user}");
+            }
+        }
+        let ids: HashSet<&str> = stored
+            .iter()
+            .map(|event| event["event_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), stored.len(), "each event once");
+    }
+
+    let keys: Vec<String> = users
+        .iter()
+        .flat_map(|user| {
+            [
+                wire::keys::recommendations(*user),
+                wire::keys::user_profile(*user),
+            ]
+        })
+        .map(|key| format!("{prefix}{key}"))
+        .collect();
+    let gone = eventually(Duration::from_secs(5), || {
+        let keys = keys.clone();
+        let url = redis_url.clone();
+        async move {
+            let mut redis = connect(&url).await;
+            for key in &keys {
+                if exists(&mut redis, key).await {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(
+        gone,
+        "the viewers' recommendation and profile keys are unlinked"
+    );
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    ingest::sink::cassandra::drop_keyspace(&keyspace.session, &keyspace.config.keyspace)
+        .await
+        .ok();
+}
