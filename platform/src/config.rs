@@ -1,0 +1,174 @@
+//! The platform's settings: sections that ingest's `Settings` embeds (`[commands]`,
+//! `[read_model]`, `[outbox]`, `[recommendations]`), with defaults in config/default.toml.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStoreKind {
+    /// A SQLite file: the embedded default.
+    Sqlite,
+    /// PostgreSQL at `postgres_url`.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsSettings {
+    /// Serve the platform's routes at all.
+    pub enabled: bool,
+    pub kind: CommandStoreKind,
+    /// Empty: `<embedded.data_dir>/platform/commands.sqlite`.
+    pub sqlite_path: PathBuf,
+    pub postgres_url: String,
+    pub postgres_max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub charge_timeout: Duration,
+    pub charge_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_key_lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_key_retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadModelKind {
+    /// A local SQLite file of its own: the embedded default.
+    Local,
+    /// Tables in `keyspace` on the `[cassandra]` nodes.
+    Cassandra,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadModelSettings {
+    pub kind: ReadModelKind,
+    /// Empty: `<embedded.data_dir>/platform/read_model.sqlite`.
+    pub local_path: PathBuf,
+    pub keyspace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub batch_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationsSettings {
+    /// How long a cached answer lives.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long a cached profile lives.
+    #[serde(with = "humantime_serde")]
+    pub profile_ttl: Duration,
+    /// Titles per answer.
+    pub limit: usize,
+    /// Record views from ingest's durable batches (the side path feeding recommendations).
+    pub record_views: bool,
+    /// Batches of views queued for the recorder at most; beyond it batches are dropped, counted.
+    pub recorder_queue: usize,
+}
+
+/// Where the Cassandra read model connects (ingest's `[cassandra]` section).
+#[derive(Debug, Clone)]
+pub struct CassandraConnection {
+    pub nodes: Vec<String>,
+    pub replication: String,
+    pub local_datacenter: String,
+    pub request_timeout: Duration,
+}
+
+/// Everything the platform needs, gathered by the service that hosts it.
+#[derive(Debug, Clone)]
+pub struct PlatformSettings {
+    pub commands: CommandsSettings,
+    pub read_model: ReadModelSettings,
+    pub outbox: OutboxSettings,
+    pub recommendations: RecommendationsSettings,
+    /// Where the embedded files go by default.
+    pub data_dir: PathBuf,
+    pub cassandra: CassandraConnection,
+}
+
+/// A setting that cannot be used, named.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting `{setting}`: {message}")]
+pub struct SettingError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl PlatformSettings {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let fail = |setting, message: &str| {
+            Err(SettingError {
+                setting,
+                message: message.to_owned(),
+            })
+        };
+        if self.commands.idempotency_key_retention < Duration::from_secs(24 * 3600) {
+            return fail(
+                "commands.idempotency_key_retention",
+                "must be at least 24h (the API promises a day of retries)",
+            );
+        }
+        if self.commands.charge_attempts == 0 {
+            return fail("commands.charge_attempts", "must be at least 1");
+        }
+        if self.commands.charge_timeout.is_zero() {
+            return fail("commands.charge_timeout", "must be more than 0");
+        }
+        if self.commands.postgres_max_connections == 0 {
+            return fail("commands.postgres_max_connections", "must be at least 1");
+        }
+        if self.outbox.batch_size == 0 {
+            return fail("outbox.batch_size", "must be at least 1");
+        }
+        if self.outbox.poll_interval.is_zero() {
+            return fail("outbox.poll_interval", "must be more than 0");
+        }
+        if self.recommendations.ttl.is_zero() || self.recommendations.profile_ttl.is_zero() {
+            return fail("recommendations.ttl", "must be more than 0");
+        }
+        if self.recommendations.limit == 0 {
+            return fail("recommendations.limit", "must be at least 1");
+        }
+        let keyspace = &self.read_model.keyspace;
+        if keyspace.is_empty()
+            || !keyspace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return fail(
+                "read_model.keyspace",
+                "must be letters, digits and underscores",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        if self.commands.sqlite_path.as_os_str().is_empty() {
+            self.data_dir.join("platform").join("commands.sqlite")
+        } else {
+            self.commands.sqlite_path.clone()
+        }
+    }
+
+    pub fn read_model_path(&self) -> PathBuf {
+        if self.read_model.local_path.as_os_str().is_empty() {
+            self.data_dir.join("platform").join("read_model.sqlite")
+        } else {
+            self.read_model.local_path.clone()
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The platform's HTTP API: commands (users, plans, subscriptions), queries (profile,
+//! recommendations) and billing reports.
+
+mod error;
+mod input;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use self::input::{named, path_id, Body};
+use crate::commands::{Commands, Subscribe, Subscribed};
+use crate::domain::{
+    now_ms, parse_country, parse_instant, rfc3339, Currency, Email, IdempotencyKey, Name,
+    PaymentToken, PlanId, PlanPeriod, PriceCents, SubscriptionId, UserId,
+};
+use crate::readmodel::ReadModel;
+use crate::recommendations::RecommendationService;
+use crate::store::{NewPlan, NewUser, Payment, Plan, User};
+
+/// What the handlers reach.
+#[derive(Clone)]
+pub struct PlatformState {
+    pub commands: Commands,
+    pub read_model: Arc<dyn ReadModel>,
+    pub cache: Arc<dyn cache::Cache>,
+    pub recommendations: Arc<RecommendationService>,
+    pub profile_ttl: std::time::Duration,
+}
+
+/// The routes; `{user_id}` is spelled as ingest spells it, so both routers merge.
+pub fn router(state: PlatformState) -> Router {
+    Router::new()
+        .route("/v1/users", post(create_user))
+        .route("/v1/users/{user_id}", get(get_profile))
+        .route("/v1/users/{user_id}/subscriptions", get(list_subscriptions))
+        .route("/v1/users/{user_id}/payments", get(list_payments))
+        .route(
+            "/v1/users/{user_id}/recommendations",
+            get(get_recommendations),
+        )
+        .route("/v1/plans", post(create_plan).get(list_plans))
+        .route("/v1/subscriptions", post(subscribe))
+        .route("/v1/subscriptions/{subscription_id}/cancel", post(cancel))
+        .route("/v1/reports/mrr", get(report_mrr))
+        .route("/v1/reports/active-subscribers", get(report_active))
+        .route("/v1/reports/churn", get(report_churn))
+        .with_state(state)
+}
+
+fn user_json(user: &User) -> serde_json::Value {
+    json!({
+        "id": user.id.get(),
+        "email": user.email,
+        "name": user.name,
+        "country": user.country,
+        "created_at": rfc3339(user.created_at),
+    })
+}
+
+fn plan_json(plan: &Plan) -> serde_json::Value {
+    json!({
+        "id": plan.id.get(),
+        "name": plan.name,
+        "price_cents": plan.price_cents,
+        "currency": plan.currency,
+        "period": plan.period,
+        "available": plan.available,
+        "created_at": rfc3339(plan.created_at),
+    })
+}
+
+fn payment_json(payment: &Payment) -> serde_json::Value {
+    json!({
+        "id": payment.id,
+        "user_id": payment.user_id.get(),
+        "subscription_id": payment.subscription_id,
+        "amount_cents": payment.amount_cents,
+        "currency": payment.currency,
+        "charge_id": payment.charge_id,
+        "status": payment.status,
+        "created_at": rfc3339(payment.created_at),
+    })
+}
+
+async fn create_user(
+    State(state): State<PlatformState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = Body::parse(&body)?;
+    let user = NewUser {
+        email: named("email", Email::try_from(body.string("email")?.to_owned()))?,
+        name: named("name", Name::try_from(body.string("name")?.to_owned()))?,
+        country: named("country", parse_country(body.string("country")?))?,
+    };
+    let created = state.commands.create_user(user).await?;
+    Ok((StatusCode::CREATED, Json(user_json(&created))).into_response())
+}
+
+/// The profile read model, cache-aside on `user_profile:{id}`.
+async fn get_profile(
+    State(state): State<PlatformState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user: UserId = path_id("user_id", &user_id)?;
+    let key = wire::keys::user_profile(user.get() as u64);
+    if let Ok(Some(bytes)) = state.cache.get(&key).await {
+        return Ok(json_bytes(bytes, "hit"));
+    }
+    let profile = state
+        .read_model
+        .profile(user)
+        .await?
+        .ok_or(crate::commands::CommandError::UserNotFound(user.get()))?;
+    let document = json!({
+        "id": profile.user_id,
+        "email": profile.email,
+        "name": profile.name,
+        "country": profile.country,
+        "subscription_active": profile.subscription_active,
+        "plan_id": profile.plan_id,
+        "subscription_id": profile.subscription_id,
+        "subscription_date": profile.subscription_date.map(rfc3339),
+        "version": profile.version,
+    });
+    let bytes = serde_json::to_vec(&document).unwrap_or_default();
+    if let Err(error) = state.cache.set(&key, &bytes, state.profile_ttl).await {
+        tracing::warn!(%error, "cannot fill the profile cache");
+    }
+    Ok(json_bytes(bytes, "miss"))
+}
+
+fn json_bytes(bytes: Vec<u8>, cache: &'static str) -> Response {
+    (
+        [("content-type", "application/json"), ("x-cache", cache)],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn list_subscriptions(
+    State(state): State<PlatformState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user: UserId = path_id("user_id", &user_id)?;
+    let subscriptions = state.commands.subscriptions_of(user).await?;
+    let views: Vec<_> = subscriptions.iter().map(|s| s.view()).collect();
+    Ok(Json(views).into_response())
+}
+
+async fn list_payments(
+    State(state): State<PlatformState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user: UserId = path_id("user_id", &user_id)?;
+    let payments = state.commands.payments_of(user).await?;
+    Ok(Json(payments.iter().map(payment_json).collect::<Vec<_>>()).into_response())
+}
+
+async fn get_recommendations(
+    State(state): State<PlatformState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user: UserId = path_id("user_id", &user_id)?;
+    let (bytes, status) = state.recommendations.get(user.get() as u64).await?;
+    Ok(json_bytes(bytes.as_ref().clone(), status.as_str()))
+}
+
+async fn create_plan(
+    State(state): State<PlatformState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = Body::parse(&body)?;
+    let plan = NewPlan {
+        name: named("name", Name::try_from(body.string("name")?.to_owned()))?,
+        price: named(
+            "price_cents",
+            PriceCents::try_from(body.integer("price_cents")?),
+        )?,
+        currency: named("currency", Currency::try_from(body.string("currency")?))?,
+        period: named("period", PlanPeriod::try_from(body.string("period")?))?,
+        available: body.boolean("available")?,
+    };
+    let created = state.commands.create_plan(plan).await?;
+    Ok((StatusCode::CREATED, Json(plan_json(&created))).into_response())
+}
+
+async fn list_plans(State(state): State<PlatformState>) -> Result<Response, ApiError> {
+    let plans = state.commands.plans().await?;
+    Ok(Json(plans.iter().map(plan_json).collect::<Vec<_>>()).into_response())
+}
+
+async fn subscribe(
+    State(state): State<PlatformState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::field("Idempotency-Key", "header is required"))?
+        .to_str()
+        .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
+    let key = named("Idempotency-Key", IdempotencyKey::try_from(key))?;
+    let body = Body::parse(&body)?;
+    let payment_method = body.object("payment_method")?;
+    let request = Subscribe {
+        user_id: named("user_id", UserId::try_from(body.integer("user_id")?))?,
+        plan_id: named("plan_id", PlanId::try_from(body.integer("plan_id")?))?,
+        token: named(
+            "payment_method.token",
+            PaymentToken::try_from(payment_method.string("token").map_err(|_| {
+                ApiError::field("payment_method.token", "is required and must be a string")
+            })?),
+        )?,
+    };
+    let (status, view, replayed) = match state.commands.subscribe(&key, &request).await? {
+        Subscribed::Created(view) => (StatusCode::CREATED, view, "false"),
+        Subscribed::Replayed(view) => (StatusCode::CREATED, view, "true"),
+    };
+    Ok((status, [("idempotent-replayed", replayed)], Json(view)).into_response())
+}
+
+async fn cancel(
+    State(state): State<PlatformState>,
+    Path(subscription_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: SubscriptionId = path_id("subscription_id", &subscription_id)?;
+    let cancelled = state.commands.cancel(id).await?;
+    Ok(Json(cancelled.view()).into_response())
+}
+
+fn instant(query: &HashMap<String, String>, field: &str) -> Result<Option<i64>, ApiError> {
+    query
+        .get(field)
+        .map(|text| named(field, parse_instant(text)))
+        .transpose()
+}
+
+async fn report_mrr(
+    State(state): State<PlatformState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let at = instant(&query, "at")?.unwrap_or_else(now_ms);
+    let report = crate::reports::mrr(state.commands.store().as_ref(), at).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn report_active(
+    State(state): State<PlatformState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let at = instant(&query, "at")?.unwrap_or_else(now_ms);
+    let report = crate::reports::active_subscribers(state.commands.store().as_ref(), at).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn report_churn(
+    State(state): State<PlatformState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let from = instant(&query, "from")?.ok_or_else(|| ApiError::field("from", "is required"))?;
+    let to = instant(&query, "to")?.unwrap_or_else(now_ms);
+    if to < from {
+        return Err(ApiError::field("to", "must not be before `from`"));
+    }
+    let report = crate::reports::churn(state.commands.store().as_ref(), from, to).await?;
+    Ok(Json(report).into_response())
+}

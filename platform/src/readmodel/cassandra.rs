@@ -1,0 +1,435 @@
+//! The read models at scale: tables in a keyspace of their own, created idempotently. The
+//! profile is written `USING TIMESTAMP <version>`: Cassandra keeps the write with the highest
+//! timestamp, so a replayed or late event can never overwrite a newer profile, without a
+//! lightweight transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
+
+use super::{ReadModel, ReadModelError, Recommendation, UserProfile};
+use crate::domain::UserId;
+
+/// Where the read models live.
+#[derive(Debug, Clone)]
+pub struct CassandraReadModelConfig {
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// The keyspace's replication, as CQL.
+    pub replication: String,
+    pub local_datacenter: String,
+    pub request_timeout: Duration,
+}
+
+/// Popularity counters all live in one partition: the catalog is small next to the viewers.
+const POPULARITY_BUCKET: i32 = 0;
+
+fn cassandra(context: &'static str) -> impl FnOnce(String) -> ReadModelError {
+    move |message| ReadModelError::Cassandra { context, message }
+}
+
+struct Statements {
+    select_profile_version: PreparedStatement,
+    insert_profile: PreparedStatement,
+    select_profile: PreparedStatement,
+    insert_watched: PreparedStatement,
+    insert_viewer: PreparedStatement,
+    select_watched_new: PreparedStatement,
+    count_view: PreparedStatement,
+    select_watched: PreparedStatement,
+    select_viewers: PreparedStatement,
+    select_popular: PreparedStatement,
+    insert_recommendations: PreparedStatement,
+    select_recommendations: PreparedStatement,
+}
+
+pub struct CassandraReadModel {
+    session: Arc<Session>,
+    statements: Statements,
+}
+
+impl CassandraReadModel {
+    /// Connects, creates the keyspace and tables if missing, prepares every statement.
+    pub async fn connect(
+        config: &CassandraReadModelConfig,
+    ) -> Result<CassandraReadModel, ReadModelError> {
+        let policy = DefaultPolicy::builder()
+            .prefer_datacenter(config.local_datacenter.clone())
+            .token_aware(true)
+            .build();
+        let profile = ExecutionProfile::builder()
+            // One replica set, quorum inside the local datacenter: a profile read after the
+            // projector wrote it sees the write.
+            .consistency(Consistency::LocalQuorum)
+            .request_timeout(Some(config.request_timeout))
+            .load_balancing_policy(policy)
+            .build();
+        let session = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .default_execution_profile_handle(profile.into_handle())
+            .keyspaces_to_fetch([config.keyspace.clone()])
+            .schema_agreement_interval(Duration::from_millis(50))
+            .build()
+            .await
+            .map_err(|error| cassandra("connect")(error.to_string()))?;
+        let keyspace = &config.keyspace;
+        let ddl = [
+            format!(
+                "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
+                config.replication
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.user_profile (user_id bigint PRIMARY KEY, \
+                 email text, name text, country text, subscription_active boolean, plan_id bigint, \
+                 subscription_id bigint, subscription_date bigint, version bigint)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.watched_by_user (user_id bigint, \
+                 content_id bigint, PRIMARY KEY (user_id, content_id))"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.viewers_by_content (content_id bigint, \
+                 user_id bigint, PRIMARY KEY (content_id, user_id))"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.popularity (bucket int, content_id bigint, \
+                 views counter, PRIMARY KEY (bucket, content_id))"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.recommendations (user_id bigint PRIMARY KEY, \
+                 items text)"
+            ),
+        ];
+        for cql in ddl {
+            let mut statement = scylla::statement::unprepared::Statement::new(cql.clone());
+            // DDL waits for schema agreement, far longer than a request.
+            statement.set_request_timeout(Some(Duration::from_secs(60)));
+            session
+                .query_unpaged(statement, ())
+                .await
+                .map_err(|error| {
+                    cassandra("create read model schema")(format!("{cql}: {error}"))
+                })?;
+        }
+        let prepare = |cql: String| {
+            let session = &session;
+            async move {
+                session
+                    .prepare(cql.clone())
+                    .await
+                    .map_err(|error| cassandra("prepare")(format!("{cql}: {error}")))
+            }
+        };
+        let mut statements = Statements {
+            select_profile_version: prepare(format!(
+                "SELECT version FROM {keyspace}.user_profile WHERE user_id = ?"
+            ))
+            .await?,
+            insert_profile: prepare(format!(
+                "INSERT INTO {keyspace}.user_profile (user_id, email, name, country, \
+                 subscription_active, plan_id, subscription_id, subscription_date, version) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            select_profile: prepare(format!(
+                "SELECT user_id, email, name, country, subscription_active, plan_id, \
+                 subscription_id, subscription_date, version FROM {keyspace}.user_profile WHERE user_id = ?"
+            ))
+            .await?,
+            insert_watched: prepare(format!(
+                "INSERT INTO {keyspace}.watched_by_user (user_id, content_id) VALUES (?, ?)"
+            ))
+            .await?,
+            insert_viewer: prepare(format!(
+                "INSERT INTO {keyspace}.viewers_by_content (content_id, user_id) VALUES (?, ?)"
+            ))
+            .await?,
+            select_watched_new: prepare(format!(
+                "SELECT content_id FROM {keyspace}.watched_by_user WHERE user_id = ? AND content_id = ?"
+            ))
+            .await?,
+            count_view: prepare(format!(
+                "UPDATE {keyspace}.popularity SET views = views + 1 WHERE bucket = ? AND content_id = ?"
+            ))
+            .await?,
+            select_watched: prepare(format!(
+                "SELECT content_id FROM {keyspace}.watched_by_user WHERE user_id = ? LIMIT ?"
+            ))
+            .await?,
+            select_viewers: prepare(format!(
+                "SELECT user_id FROM {keyspace}.viewers_by_content WHERE content_id = ? LIMIT ?"
+            ))
+            .await?,
+            select_popular: prepare(format!(
+                "SELECT content_id, views FROM {keyspace}.popularity WHERE bucket = ?"
+            ))
+            .await?,
+            insert_recommendations: prepare(format!(
+                "INSERT INTO {keyspace}.recommendations (user_id, items) VALUES (?, ?)"
+            ))
+            .await?,
+            select_recommendations: prepare(format!(
+                "SELECT items FROM {keyspace}.recommendations WHERE user_id = ?"
+            ))
+            .await?,
+        };
+        // Writes that may be retried safely (the counter is the exception).
+        for statement in [
+            &mut statements.insert_profile,
+            &mut statements.insert_watched,
+            &mut statements.insert_viewer,
+            &mut statements.insert_recommendations,
+        ] {
+            statement.set_is_idempotent(true);
+        }
+        Ok(CassandraReadModel {
+            session: Arc::new(session),
+            statements,
+        })
+    }
+
+    /// Drops the keyspace (tests and benchmarks only).
+    pub async fn drop_keyspace(&self, keyspace: &str) -> Result<(), ReadModelError> {
+        let mut statement = scylla::statement::unprepared::Statement::new(format!(
+            "DROP KEYSPACE IF EXISTS {keyspace}"
+        ));
+        statement.set_request_timeout(Some(Duration::from_secs(60)));
+        self.session
+            .query_unpaged(statement, ())
+            .await
+            .map(|_| ())
+            .map_err(|error| cassandra("drop keyspace")(error.to_string()))
+    }
+
+    async fn ids(
+        &self,
+        statement: &PreparedStatement,
+        key: i64,
+        limit: i64,
+        context: &'static str,
+    ) -> Result<Vec<u64>, ReadModelError> {
+        let result = self
+            .session
+            .execute_unpaged(statement, (key, limit as i32))
+            .await
+            .map_err(|error| cassandra(context)(error.to_string()))?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|error| cassandra(context)(error.to_string()))?;
+        rows.rows::<(i64,)>()
+            .map_err(|error| cassandra(context)(error.to_string()))?
+            .map(|row| {
+                row.map(|(id,)| id as u64)
+                    .map_err(|error| cassandra(context)(error.to_string()))
+            })
+            .collect()
+    }
+}
+
+type ProfileRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+#[async_trait]
+impl ReadModel for CassandraReadModel {
+    async fn apply_profile(&self, profile: &UserProfile) -> Result<bool, ReadModelError> {
+        // The read only saves a write (and says whether anything changed); correctness comes
+        // from the write timestamp, even when two relays race here.
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_profile_version, (profile.user_id,))
+            .await
+            .map_err(|error| cassandra("read profile version")(error.to_string()))?;
+        let stored = result
+            .into_rows_result()
+            .map_err(|error| cassandra("read profile version")(error.to_string()))?
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(|error| cassandra("read profile version")(error.to_string()))?
+            .and_then(|(version,)| version);
+        if stored.is_some_and(|stored| stored >= profile.version) {
+            return Ok(false);
+        }
+        let values = (
+            profile.user_id,
+            profile.email.as_str(),
+            profile.name.as_str(),
+            profile.country.as_str(),
+            profile.subscription_active,
+            profile.plan_id,
+            profile.subscription_id,
+            profile.subscription_date,
+            profile.version,
+            profile.version,
+        );
+        self.session
+            .execute_unpaged(&self.statements.insert_profile, values)
+            .await
+            .map_err(|error| cassandra("write profile")(error.to_string()))?;
+        Ok(true)
+    }
+
+    async fn profile(&self, user: UserId) -> Result<Option<UserProfile>, ReadModelError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_profile, (user.get(),))
+            .await
+            .map_err(|error| cassandra("read profile")(error.to_string()))?;
+        let row = result
+            .into_rows_result()
+            .map_err(|error| cassandra("read profile")(error.to_string()))?
+            .maybe_first_row::<ProfileRow>()
+            .map_err(|error| cassandra("read profile")(error.to_string()))?;
+        Ok(row.map(
+            |(user_id, email, name, country, active, plan_id, subscription_id, date, version)| {
+                UserProfile {
+                    user_id,
+                    email: email.unwrap_or_default(),
+                    name: name.unwrap_or_default(),
+                    country: country.unwrap_or_default(),
+                    subscription_active: active.unwrap_or(false),
+                    plan_id,
+                    subscription_id,
+                    subscription_date: date,
+                    version: version.unwrap_or(0),
+                }
+            },
+        ))
+    }
+
+    async fn record_views(&self, views: &[(u64, u64)]) -> Result<(), ReadModelError> {
+        for &(user, content) in views {
+            let (user, content) = (user as i64, content as i64);
+            // Popularity counts viewers: only a first view of a title bumps its counter. (Two
+            // ingest processes racing on the same first view may both count it: a ranking
+            // signal, not billing.)
+            let seen = self
+                .session
+                .execute_unpaged(&self.statements.select_watched_new, (user, content))
+                .await
+                .map_err(|error| cassandra("read view")(error.to_string()))?
+                .into_rows_result()
+                .map_err(|error| cassandra("read view")(error.to_string()))?
+                .rows_num()
+                > 0;
+            if seen {
+                continue;
+            }
+            self.session
+                .execute_unpaged(&self.statements.insert_watched, (user, content))
+                .await
+                .map_err(|error| cassandra("record view")(error.to_string()))?;
+            self.session
+                .execute_unpaged(&self.statements.insert_viewer, (content, user))
+                .await
+                .map_err(|error| cassandra("record viewer")(error.to_string()))?;
+            self.session
+                .execute_unpaged(&self.statements.count_view, (POPULARITY_BUCKET, content))
+                .await
+                .map_err(|error| cassandra("count view")(error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn watched_by(&self, user: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
+        self.ids(
+            &self.statements.select_watched,
+            user as i64,
+            limit,
+            "watched by",
+        )
+        .await
+    }
+
+    async fn viewers_of(&self, content: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
+        self.ids(
+            &self.statements.select_viewers,
+            content as i64,
+            limit,
+            "viewers of",
+        )
+        .await
+    }
+
+    async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_popular, (POPULARITY_BUCKET,))
+            .await
+            .map_err(|error| cassandra("popular")(error.to_string()))?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|error| cassandra("popular")(error.to_string()))?;
+        let mut popular = rows
+            .rows::<(i64, scylla::value::Counter)>()
+            .map_err(|error| cassandra("popular")(error.to_string()))?
+            .map(|row| {
+                row.map(|(content, views)| Recommendation {
+                    content_id: content as u64,
+                    score: views.0 as f64,
+                })
+                .map_err(|error| cassandra("popular")(error.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        popular.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.content_id.cmp(&b.content_id))
+        });
+        popular.truncate(limit);
+        Ok(popular)
+    }
+
+    async fn put_recommendations(
+        &self,
+        user: u64,
+        recommendations: &[Recommendation],
+    ) -> Result<(), ReadModelError> {
+        let items = serde_json::to_string(recommendations)
+            .map_err(|error| ReadModelError::Corrupt(error.to_string()))?;
+        self.session
+            .execute_unpaged(
+                &self.statements.insert_recommendations,
+                (user as i64, items),
+            )
+            .await
+            .map_err(|error| cassandra("write recommendations")(error.to_string()))?;
+        Ok(())
+    }
+
+    async fn recommendations(
+        &self,
+        user: u64,
+    ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_recommendations, (user as i64,))
+            .await
+            .map_err(|error| cassandra("read recommendations")(error.to_string()))?;
+        let row = result
+            .into_rows_result()
+            .map_err(|error| cassandra("read recommendations")(error.to_string()))?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|error| cassandra("read recommendations")(error.to_string()))?;
+        let Some((Some(items),)) = row else {
+            return Ok(None);
+        };
+        serde_json::from_str(&items)
+            .map(Some)
+            .map_err(|error| ReadModelError::Corrupt(format!("recommendations: {error}")))
+    }
+}

@@ -1,0 +1,89 @@
+//! Read models: the user profile and the recommendations, shaped for their queries. Cassandra at
+//! scale ([`CassandraReadModel`]), a local SQLite file on the embedded default
+//! ([`LocalReadModel`]); the same contract tests run against both.
+
+mod cassandra;
+mod local;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use cassandra::{CassandraReadModel, CassandraReadModelConfig};
+pub use local::LocalReadModel;
+
+use crate::domain::{Millis, UserId};
+
+/// Why a read model could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadModelError {
+    /// The local store failed.
+    #[error("local read model: {context}: {source}")]
+    Local {
+        context: &'static str,
+        source: sqlx::Error,
+    },
+    /// Cassandra failed or could not be reached.
+    #[error("cassandra read model: {context}: {message}")]
+    Cassandra {
+        context: &'static str,
+        message: String,
+    },
+    /// A load shared by several requests (single flight) failed; its first error, as text.
+    #[error("read model: {0}")]
+    Shared(String),
+    /// A stored value cannot be read back.
+    #[error("read model holds a bad value: {0}")]
+    Corrupt(String),
+}
+
+/// The user profile read model: what `GET /v1/users/{id}` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub user_id: i64,
+    pub email: String,
+    pub name: String,
+    pub country: String,
+    pub subscription_active: bool,
+    pub plan_id: Option<i64>,
+    pub subscription_id: Option<i64>,
+    /// When the active subscription started, epoch ms.
+    pub subscription_date: Option<Millis>,
+    /// The user's version this profile reflects.
+    pub version: i64,
+}
+
+/// A title recommended to a user, with its score (co-watch count, or views for popular ones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub content_id: u64,
+    pub score: f64,
+}
+
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
+    /// Stores `profile` unless a profile of the same or a newer version is there; says whether
+    /// it was applied. Applying an event twice, or an old one late, changes nothing.
+    async fn apply_profile(&self, profile: &UserProfile) -> Result<bool, ReadModelError>;
+    async fn profile(&self, user: UserId) -> Result<Option<UserProfile>, ReadModelError>;
+
+    /// Records that `user` watched `content` (idempotent) and counts a view of `content`.
+    async fn record_views(&self, views: &[(u64, u64)]) -> Result<(), ReadModelError>;
+    /// Titles `user` watched, at most `limit`.
+    async fn watched_by(&self, user: u64, limit: i64) -> Result<Vec<u64>, ReadModelError>;
+    /// Viewers of `content`, at most `limit`.
+    async fn viewers_of(&self, content: u64, limit: i64) -> Result<Vec<u64>, ReadModelError>;
+    /// The most viewed titles, most viewed first.
+    async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError>;
+
+    async fn put_recommendations(
+        &self,
+        user: u64,
+        recommendations: &[Recommendation],
+    ) -> Result<(), ReadModelError>;
+    /// `None`: nothing computed for this user yet.
+    async fn recommendations(
+        &self,
+        user: u64,
+    ) -> Result<Option<Vec<Recommendation>>, ReadModelError>;
+}

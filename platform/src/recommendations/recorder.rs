@@ -1,0 +1,160 @@
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cache::Cache;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wire::{EventKind, PlaybackEvent};
+
+use crate::readmodel::{ReadModel, ReadModelError, Recommendation};
+
+/// Titles a user watched that are read to find co-viewers, and co-viewers read per title:
+/// bounds one refresh to at most 1 + WATCHED + WATCHED * VIEWERS small partition reads.
+const WATCHED_LIMIT: i64 = 50;
+const VIEWERS_LIMIT: i64 = 50;
+
+/// Side path of ingest: fed with every durable batch of playback events, it records who
+/// watched what in the read model, recomputes the viewers' recommendations and invalidates their
+/// cached ones. `record` never waits: a full queue drops the batch and counts it (the next view
+/// of the same title records it again; recommendations are a ranking, not a ledger).
+#[derive(Clone)]
+pub struct ViewingRecorder {
+    queue: mpsc::Sender<Vec<(u64, u64)>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ViewingRecorder {
+    /// Starts the recorder's task; it ends once every `ViewingRecorder` clone is dropped.
+    pub fn start(
+        read_model: Arc<dyn ReadModel>,
+        cache: Arc<dyn Cache>,
+        limit: usize,
+        queue_batches: usize,
+    ) -> (ViewingRecorder, RecorderTask) {
+        let (queue, batches) = mpsc::channel(queue_batches.max(1));
+        let task = tokio::spawn(run(batches, read_model, cache, limit));
+        (
+            ViewingRecorder {
+                queue,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            RecorderTask { task },
+        )
+    }
+
+    /// Records the views in `events` (a `start` or `complete` of a title): non-blocking.
+    pub fn record(&self, events: &[PlaybackEvent]) {
+        let views: Vec<(u64, u64)> = events
+            .iter()
+            .filter(|event| matches!(event.kind, EventKind::Start | EventKind::Complete))
+            .map(|event| (event.user_id, event.content_id))
+            .collect();
+        if views.is_empty() {
+            return;
+        }
+        if self.queue.try_send(views).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Batches dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The recorder's task.
+pub struct RecorderTask {
+    task: JoinHandle<()>,
+}
+
+impl RecorderTask {
+    /// Waits for the task to write what it was given (after every recorder is dropped).
+    pub async fn finished(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn run(
+    mut batches: mpsc::Receiver<Vec<(u64, u64)>>,
+    read_model: Arc<dyn ReadModel>,
+    cache: Arc<dyn Cache>,
+    limit: usize,
+) {
+    while let Some(mut views) = batches.recv().await {
+        // Coalesce what queued up meanwhile: one refresh per user per round.
+        while let Ok(more) = batches.try_recv() {
+            views.extend(more);
+            if views.len() > 10_000 {
+                break;
+            }
+        }
+        let unique: BTreeSet<(u64, u64)> = views.into_iter().collect();
+        let views: Vec<(u64, u64)> = unique.into_iter().collect();
+        if let Err(error) = refresh(&views, &*read_model, &*cache, limit).await {
+            tracing::warn!(%error, views = views.len(), "cannot record views for recommendations");
+        }
+    }
+}
+
+async fn refresh(
+    views: &[(u64, u64)],
+    read_model: &dyn ReadModel,
+    cache: &dyn Cache,
+    limit: usize,
+) -> Result<(), ReadModelError> {
+    read_model.record_views(views).await?;
+    let users: BTreeSet<u64> = views.iter().map(|&(user, _)| user).collect();
+    let mut keys = Vec::with_capacity(users.len());
+    for &user in &users {
+        let items = co_watched(read_model, user, limit).await?;
+        read_model.put_recommendations(user, &items).await?;
+        keys.push(wire::keys::recommendations(user));
+    }
+    // After the read model write, never before (see projectors).
+    if let Err(error) = cache.unlink(&keys).await {
+        tracing::warn!(%error, "cannot invalidate recommendations after a refresh; the TTL bounds staleness");
+    }
+    Ok(())
+}
+
+/// Titles co-watched by viewers who watched what `user` watched, that `user` has not watched,
+/// ranked by how many such viewers watched them (ties: lower content id first).
+pub async fn co_watched(
+    read_model: &dyn ReadModel,
+    user: u64,
+    limit: usize,
+) -> Result<Vec<Recommendation>, ReadModelError> {
+    let watched: HashSet<u64> = read_model
+        .watched_by(user, WATCHED_LIMIT)
+        .await?
+        .into_iter()
+        .collect();
+    let mut co_viewers = HashSet::new();
+    for &content in &watched {
+        for viewer in read_model.viewers_of(content, VIEWERS_LIMIT).await? {
+            if viewer != user {
+                co_viewers.insert(viewer);
+            }
+        }
+    }
+    let mut scores: HashMap<u64, u64> = HashMap::new();
+    for viewer in co_viewers {
+        for content in read_model.watched_by(viewer, WATCHED_LIMIT).await? {
+            if !watched.contains(&content) {
+                *scores.entry(content).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(u64, u64)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(ranked
+        .into_iter()
+        .take(limit)
+        .map(|(content_id, score)| Recommendation {
+            content_id,
+            score: score as f64,
+        })
+        .collect())
+}

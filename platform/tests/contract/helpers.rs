@@ -1,0 +1,281 @@
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
+use platform::commands::{CommandOptions, Commands};
+use platform::config::*;
+use platform::outbox::{Relay, RelayOptions};
+use platform::payments::SimulatedGateway;
+use platform::projectors::ProfileProjector;
+use platform::readmodel::{
+    CassandraReadModel, CassandraReadModelConfig, LocalReadModel, ReadModel,
+};
+use platform::store::{CommandStore, PostgresStore, SqliteStore};
+use tokio::sync::Notify;
+
+/// Runs a test body against both backends: `on_the_embedded_default` and `on_the_real_engines`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_embedded_default() {
+                super::$name($crate::helpers::Backend::embedded().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_real_engines() {
+                if let Some(backend) = $crate::helpers::Backend::engines().await {
+                    super::$name(backend).await;
+                }
+            }
+        }
+    )*};
+}
+
+pub struct Backend {
+    pub name: &'static str,
+    pub store: Arc<dyn CommandStore>,
+    pub read_model: Arc<dyn ReadModel>,
+    pub cache: Arc<dyn Cache>,
+    pub gateway: Arc<SimulatedGateway>,
+    pub settings: PlatformSettings,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Reads an engine's address from the environment; `None` (skip) only when
+/// `PLAYPULSE_SKIP_ENGINE_TESTS=1`, otherwise a missing address fails the test.
+fn engine(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipped: {var} is unset and PLAYPULSE_SKIP_ENGINE_TESTS=1");
+            None
+        }
+        _ => panic!(
+            "{var} is unset: run scripts/test-all.sh (it starts the engines), or set \
+             PLAYPULSE_SKIP_ENGINE_TESTS=1 to skip engine-backed tests"
+        ),
+    }
+}
+
+pub fn settings(dir: &std::path::Path) -> PlatformSettings {
+    PlatformSettings {
+        commands: CommandsSettings {
+            enabled: true,
+            kind: CommandStoreKind::Sqlite,
+            sqlite_path: "".into(),
+            postgres_url: String::new(),
+            postgres_max_connections: 8,
+            charge_timeout: Duration::from_secs(2),
+            charge_attempts: 3,
+            idempotency_key_lease: Duration::from_secs(60),
+            idempotency_key_retention: Duration::from_secs(86_400),
+        },
+        read_model: ReadModelSettings {
+            kind: ReadModelKind::Local,
+            local_path: "".into(),
+            keyspace: "unused".into(),
+        },
+        outbox: OutboxSettings {
+            poll_interval: Duration::from_millis(20),
+            batch_size: 64,
+        },
+        recommendations: RecommendationsSettings {
+            ttl: Duration::from_secs(3600),
+            profile_ttl: Duration::from_secs(3600),
+            limit: 10,
+            record_views: true,
+            recorder_queue: 64,
+        },
+        data_dir: dir.to_owned(),
+        cassandra: CassandraConnection {
+            nodes: vec![],
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            local_datacenter: "datacenter1".into(),
+            request_timeout: Duration::from_secs(5),
+        },
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl Backend {
+    pub async fn embedded() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        Backend {
+            name: "embedded",
+            store: Arc::new(SqliteStore::open(&settings.sqlite_path()).await.unwrap()),
+            read_model: Arc::new(
+                LocalReadModel::open(&settings.read_model_path())
+                    .await
+                    .unwrap(),
+            ),
+            cache: Arc::new(MemoryCache::new()),
+            gateway: Arc::new(SimulatedGateway::new()),
+            settings,
+            _dir: dir,
+        }
+    }
+
+    /// PostgreSQL (a fresh database), Cassandra (a fresh keyspace), Redis (a fresh prefix).
+    pub async fn engines() -> Option<Backend> {
+        let postgres = engine("PLAYPULSE_TEST_POSTGRES")?;
+        let cassandra = engine("PLAYPULSE_TEST_CASSANDRA")?;
+        let redis = engine("PLAYPULSE_TEST_REDIS")?;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings(dir.path());
+        let database = unique("pp_test");
+        let admin = sqlx::PgPool::connect(&postgres)
+            .await
+            .expect("PostgreSQL answers");
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let base = postgres
+            .rsplit_once('/')
+            .map_or(postgres.as_str(), |(base, _)| base);
+        settings.commands.kind = CommandStoreKind::Postgres;
+        settings.commands.postgres_url = format!("{base}/{database}");
+        settings.read_model.kind = ReadModelKind::Cassandra;
+        settings.read_model.keyspace = unique("pp_test");
+        settings.cassandra.nodes = vec![cassandra.clone()];
+        let store = PostgresStore::connect(&settings.commands.postgres_url, 16)
+            .await
+            .unwrap();
+        let read_model = CassandraReadModel::connect(&CassandraReadModelConfig {
+            nodes: vec![cassandra],
+            keyspace: settings.read_model.keyspace.clone(),
+            replication: settings.cassandra.replication.clone(),
+            local_datacenter: "datacenter1".into(),
+            request_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("Cassandra read model");
+        let cache = RedisCache::new(
+            &redis,
+            &format!("{}:", unique("pp_test")),
+            RedisOptions::default(),
+        )
+        .unwrap();
+        Some(Backend {
+            name: "engines",
+            store: Arc::new(store),
+            read_model: Arc::new(read_model),
+            cache: Arc::new(cache),
+            gateway: Arc::new(SimulatedGateway::new()),
+            settings,
+            _dir: dir,
+        })
+    }
+
+    pub fn commands(&self) -> Commands {
+        self.commands_with(self.gateway.clone())
+    }
+
+    pub fn commands_with(&self, gateway: Arc<SimulatedGateway>) -> Commands {
+        Commands::new(
+            self.store.clone(),
+            gateway,
+            CommandOptions {
+                charge_timeout: Duration::from_secs(2),
+                charge_attempts: 3,
+                key_lease: Duration::from_secs(60),
+            },
+            Arc::new(Notify::new()),
+        )
+    }
+
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            self.store.clone(),
+            ProfileProjector::new(self.read_model.clone(), self.cache.clone()),
+            RelayOptions {
+                poll_interval: Duration::from_millis(20),
+                batch_size: 16,
+            },
+            Arc::new(Notify::new()),
+        )
+    }
+
+    /// Publishes until the outbox is empty.
+    pub async fn drain_outbox(&self) {
+        let relay = self.relay();
+        eventually("the outbox drains", || async {
+            relay.run_once().await.unwrap();
+            self.store.outbox_pending().await.unwrap() == 0
+        })
+        .await;
+    }
+}
+
+/// Polls `check` until it holds, failing after 20 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub mod fixtures {
+    use platform::commands::{Commands, Subscribe};
+    use platform::domain::*;
+    use platform::store::{NewPlan, NewUser, Plan, User};
+
+    pub async fn user(commands: &Commands) -> User {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        commands
+            .create_user(NewUser {
+                email: Email::try_from(email).unwrap(),
+                name: Name::try_from("Ada".to_owned()).unwrap(),
+                country: parse_country("FR").unwrap(),
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn plan(
+        commands: &Commands,
+        price: i64,
+        currency: &str,
+        period: &str,
+        available: bool,
+    ) -> Plan {
+        commands
+            .create_plan(NewPlan {
+                name: Name::try_from(format!("{period} {price} {currency}")).unwrap(),
+                price: PriceCents::try_from(price).unwrap(),
+                currency: Currency::try_from(currency).unwrap(),
+                period: PlanPeriod::try_from(period).unwrap(),
+                available,
+            })
+            .await
+            .unwrap()
+    }
+
+    pub fn subscribe(user: &User, plan: &Plan, token: &str) -> Subscribe {
+        Subscribe {
+            user_id: user.id,
+            plan_id: plan.id,
+            token: PaymentToken::try_from(token).unwrap(),
+        }
+    }
+
+    pub fn key() -> IdempotencyKey {
+        IdempotencyKey::try_from(uuid::Uuid::new_v4().to_string().as_str()).unwrap()
+    }
+}
