@@ -47,6 +47,10 @@ pub struct Args {
         default_value = "concurrent-inserts,partition-batches,replica-batches"
     )]
     modes: Vec<Mode>,
+    /// Times to measure every mode, interleaved (A B C A B C ...), so load from elsewhere on
+    /// the machine falls on all modes alike; each mode reports its median round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Connections the driver opens to the node.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -194,6 +198,33 @@ fn warm_up_batches(args: &Args) -> Vec<Arc<Vec<PlaybackEvent>>> {
         .collect()
 }
 
+/// The round of `mode` with the median rows/s (the lower middle one for an even count).
+fn median_round(rounds: &[serde_json::Value], mode: &str) -> serde_json::Value {
+    let mut of_mode: Vec<&serde_json::Value> = rounds
+        .iter()
+        .filter(|round| round["mode"] == mode)
+        .collect();
+    of_mode.sort_by(|a, b| {
+        a["rows_per_sec"]
+            .as_f64()
+            .partial_cmp(&b["rows_per_sec"].as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    of_mode
+        .get(of_mode.len().saturating_sub(1) / 2)
+        .map_or(serde_json::Value::Null, |round| (*round).clone())
+}
+
+/// The machine's 1-minute load average: how much else ran beside the benchmark.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU seconds (user + system, all threads) of a process, from `/proc/<pid>/stat`.
 fn cpu_seconds(stat_path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(stat_path).ok()?;
@@ -287,41 +318,42 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         base.connections_per_node,
     );
 
-    let mut results = Vec::new();
-    for mode in &args.modes {
-        let mut config = base.clone();
-        config.write_mode = mode.write_mode();
-        let sink = Arc::new(
-            CassandraSink::with_session(session.clone(), config, Arc::new(Metrics::default()))
-                .await?,
-        );
-        // Not timed: day rows for every viewer, and the node's JIT warmed for this mode.
-        let (_, warm_up_failed) =
-            write_all(&sink, &warm_up_batches(&args), args.concurrent_batches).await;
-        anyhow::ensure!(warm_up_failed == 0, "the warm-up writes failed");
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        for mode in &args.modes {
+            let mut config = base.clone();
+            config.write_mode = mode.write_mode();
+            let sink = Arc::new(
+                CassandraSink::with_session(session.clone(), config, Arc::new(Metrics::default()))
+                    .await?,
+            );
+            // Not timed: day rows for every viewer, and the node's JIT warmed for this mode.
+            let (_, warm_up_failed) =
+                write_all(&sink, &warm_up_batches(&args), args.concurrent_batches).await;
+            anyhow::ensure!(warm_up_failed == 0, "the warm-up writes failed");
 
-        let requests_before = sink.request_stats();
-        let client_before = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
-        let server_before = cassandra_stat.as_deref().and_then(cpu_seconds);
-        let started = Instant::now();
-        let (latency, failed) = write_all(&sink, &batches, args.concurrent_batches).await;
-        let seconds = started.elapsed().as_secs_f64();
-        let client_cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - client_before;
-        let server_cpu = match (
-            server_before,
-            cassandra_stat.as_deref().and_then(cpu_seconds),
-        ) {
-            (Some(before), Some(after)) => Some(after - before),
-            _ => None,
-        };
-        let requests = sink.request_stats();
-        let attempts = requests.attempts - requests_before.attempts;
-        let retries = requests.retries - requests_before.retries;
-        let rows_per_sec = events as f64 / seconds;
-        let per_row_us = |cpu: f64| cpu * 1e6 / events as f64;
-        let latency = LatencyMs::from_micros(&latency);
-        println!(
-            "{:<19} {:>9.0} rows/s  client {:>5.1} µs/row  server {:>6} µs/row  {:>6} requests ({:.1} rows each), {retries} retries, {failed} failed batches;  batch ms p50 {:.1} p99 {:.1}",
+            let requests_before = sink.request_stats();
+            let client_before = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
+            let server_before = cassandra_stat.as_deref().and_then(cpu_seconds);
+            let started = Instant::now();
+            let (latency, failed) = write_all(&sink, &batches, args.concurrent_batches).await;
+            let seconds = started.elapsed().as_secs_f64();
+            let client_cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - client_before;
+            let server_cpu = match (
+                server_before,
+                cassandra_stat.as_deref().and_then(cpu_seconds),
+            ) {
+                (Some(before), Some(after)) => Some(after - before),
+                _ => None,
+            };
+            let requests = sink.request_stats();
+            let attempts = requests.attempts - requests_before.attempts;
+            let retries = requests.retries - requests_before.retries;
+            let rows_per_sec = events as f64 / seconds;
+            let per_row_us = |cpu: f64| cpu * 1e6 / events as f64;
+            let latency = LatencyMs::from_micros(&latency);
+            println!(
+            "{round} {:<19} {:>9.0} rows/s  client {:>5.1} µs/row  server {:>6} µs/row  {:>6} requests ({:.1} rows each), {retries} retries, {failed} failed batches;  batch ms p50 {:.1} p99 {:.1};  load {:.1}",
             mode.name(),
             rows_per_sec,
             per_row_us(client_cpu),
@@ -330,22 +362,44 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             events as f64 / attempts.max(1) as f64,
             latency.p50,
             latency.p99,
+            load_average().unwrap_or(0.0),
         );
-        results.push(json!({
-            "mode": mode.name(),
-            "rows": events,
-            "seconds": seconds,
-            "rows_per_sec": rows_per_sec,
-            "client_cpu_seconds": client_cpu,
-            "client_cpu_us_per_row": per_row_us(client_cpu),
-            "server_cpu_seconds": server_cpu,
-            "server_cpu_us_per_row": server_cpu.map(per_row_us),
-            "requests": attempts,
-            "rows_per_request": events as f64 / attempts.max(1) as f64,
-            "retries": retries,
-            "failed_batches": failed,
-            "batch_latency_ms": latency,
-        }));
+            rounds.push(json!({
+                "round": round,
+                "mode": mode.name(),
+                "rows": events,
+                "seconds": seconds,
+                "rows_per_sec": rows_per_sec,
+                "client_cpu_seconds": client_cpu,
+                "client_cpu_us_per_row": per_row_us(client_cpu),
+                "server_cpu_seconds": server_cpu,
+                "server_cpu_us_per_row": server_cpu.map(per_row_us),
+                "requests": attempts,
+                "rows_per_request": events as f64 / attempts.max(1) as f64,
+                "retries": retries,
+                "failed_batches": failed,
+                "batch_latency_ms": latency,
+            }));
+        }
+    }
+    let results: Vec<serde_json::Value> = args
+        .modes
+        .iter()
+        .map(|mode| median_round(&rounds, mode.name()))
+        .collect();
+    if args.rounds > 1 {
+        println!("median round of each mode:");
+        for result in &results {
+            println!(
+                "  {:<19} {:>9.0} rows/s  client {:>5.1} µs/row  server {:>6} µs/row",
+                result["mode"].as_str().unwrap_or("?"),
+                result["rows_per_sec"].as_f64().unwrap_or(0.0),
+                result["client_cpu_us_per_row"].as_f64().unwrap_or(0.0),
+                result["server_cpu_us_per_row"]
+                    .as_f64()
+                    .map_or("?".into(), |us| format!("{us:.1}")),
+            );
+        }
     }
     if let Err(error) = cassandra::drop_keyspace(&session, &base.keyspace).await {
         eprintln!(
@@ -383,8 +437,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "target_rows_per_sec": args.target,
             "target_met": met,
             "modes": results,
+            "rounds": rounds,
             "settings": {
                 "events_per_mode": events,
+                "rounds": args.rounds.max(1),
                 "batch": args.batch,
                 "concurrent_batches": args.concurrent_batches,
                 "viewers": args.viewers,

@@ -65,7 +65,9 @@ pub struct RequestStats {
 /// The session, with a bound on requests in flight and a retry policy.
 pub struct CassandraService {
     session: Arc<Session>,
+    /// One permit per row in flight; `capacity` permits in all.
     in_flight: Semaphore,
+    capacity: u32,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
     attempts: AtomicU64,
@@ -77,6 +79,7 @@ impl CassandraService {
         CassandraService {
             session,
             in_flight: Semaphore::new(config.max_in_flight_requests),
+            capacity: config.max_in_flight_requests.min(u32::MAX as usize) as u32,
             retry: RetryPolicy {
                 max_retries: config.max_retries,
                 backoff: config.retry_backoff,
@@ -102,14 +105,20 @@ impl CassandraService {
         self.retry
     }
 
-    /// Runs one request: waits for a slot among `max_in_flight_requests` (the backpressure: a
-    /// slow cluster slows the writers, whose queues then fill and shed load at admission),
-    /// sends it, and on an error worth retrying waits and sends it again, up to `max_retries`
-    /// times. The slot is given back during the pause, so a failing request does not hold
-    /// others up. Every request sent here must be idempotent.
+    /// Runs one request of `rows` rows: waits until that many rows may be in flight (of
+    /// `max_in_flight_requests`: a single-row insert is one, a batch counts its rows, up to the
+    /// whole bound), sends it, and on an error worth retrying waits and sends it again, up to
+    /// `max_retries` times. The permits go back during the pause, so a failing request does not
+    /// hold others up. Every request sent here must be idempotent.
+    ///
+    /// Rows, not requests, are the bound because rows are what the node queues and applies:
+    /// 256 batches of 100 rows put 25,600 mutations in its queue, a wait past any timeout,
+    /// where 256 single inserts put 256. This is the backpressure: a slow cluster slows the
+    /// writers, whose queues then fill and shed load at admission.
     pub async fn call<T, F, Fut>(
         &self,
         what: &'static str,
+        rows: usize,
         mut send: F,
     ) -> Result<T, CassandraError>
     where
@@ -120,9 +129,10 @@ impl CassandraService {
         loop {
             attempts += 1;
             let result = {
-                let _slot = self
+                let permits = (rows.max(1).min(self.capacity as usize)) as u32;
+                let _slots = self
                     .in_flight
-                    .acquire()
+                    .acquire_many(permits)
                     .await
                     .expect("the semaphore is never closed");
                 self.attempts.fetch_add(1, Relaxed);

@@ -123,7 +123,7 @@ impl CassandraSink {
             Request::One(index) => {
                 let row = EventRow::new(&events[index], ttl);
                 self.service
-                    .call("insert", || {
+                    .call("insert", 1, || {
                         session.execute_unpaged(&statements.insert_event, &row)
                     })
                     .await?;
@@ -141,13 +141,13 @@ impl CassandraSink {
                     .map(|&index| EventRow::new(&events[index], ttl))
                     .collect();
                 self.service
-                    .call("batch", || session.batch(&batch, &rows))
+                    .call("batch", rows.len(), || session.batch(&batch, &rows))
                     .await?;
             }
             Request::Day(user_id, day) => {
                 let row = DayRow::new(user_id, day, self.days_ttl_seconds);
                 self.service
-                    .call("day index insert", || {
+                    .call("day index insert", 1, || {
                         session.execute_unpaged(&statements.insert_day, &row)
                     })
                     .await?;
@@ -170,7 +170,7 @@ impl CassandraSink {
         loop {
             let (result, next) = self
                 .service
-                .call("day index query", || {
+                .call("day index query", 1, || {
                     session.execute_single_page(&self.statements.select_days, &key, paging.clone())
                 })
                 .await?;
@@ -199,7 +199,7 @@ impl CassandraSink {
         loop {
             let (result, next) = self
                 .service
-                .call("history query", || {
+                .call("history query", 1, || {
                     session.execute_single_page(
                         &self.statements.select_history,
                         &key,
