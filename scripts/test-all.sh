@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Every test, against the real engines. Starts what the tests need (engines/up: installs and
-# caches them on first use), runs format and lint checks and the whole test suite, then stops
-# the engines it started. A second run on the same machine reuses ~/.m2, ~/.cargo and target/.
+# Every test, against the real engines (PostgreSQL, Cassandra, Redis). Starts what the tests
+# need (engines/up: installs and caches them on first use), runs format and lint checks and the
+# whole test suite, then stops the engines it started. A second run on the same machine reuses ~/.m2, ~/.cargo and target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export ENGINES_DIR="${ENGINES_DIR:-$PWD/.engines}"
-engines=(cassandra redis)
+engines=(postgres cassandra redis)
 
 # Stop only what this run started: a developer's running stack stays up.
 started=()
@@ -25,6 +25,7 @@ engines/up "${engines[@]}"
 
 export PLAYPULSE_TEST_CASSANDRA="127.0.0.1:${CASSANDRA_PORT:-9042}"
 export PLAYPULSE_TEST_REDIS="redis://127.0.0.1:${REDIS_PORT:-6379}"
+export PLAYPULSE_TEST_POSTGRES="postgres://postgres@127.0.0.1:${PG_PORT:-5432}/playpulse"
 # The tests log little unless asked.
 export RUST_LOG="${RUST_LOG:-warn}"
 

@@ -32,6 +32,9 @@ pub struct Application {
 #[derive(Default)]
 pub struct SidePaths {
     invalidation: Option<InvalidationTask>,
+    /// The CQRS platform: its routes join the service's, its relay and view recorder run
+    /// beside the pipeline and stop with it.
+    platform: Option<platform::Platform>,
 }
 
 impl SidePaths {
@@ -40,6 +43,18 @@ impl SidePaths {
         if let Some(invalidation) = self.invalidation {
             invalidation.finished().await;
         }
+        if let Some(platform) = self.platform {
+            platform.shutdown().await;
+        }
+    }
+}
+
+/// Feeds the platform's recommendations read model from durable playback events.
+struct ViewingListener(platform::recommendations::ViewingRecorder);
+
+impl DurableListener for ViewingListener {
+    fn on_durable(&self, events: &[wire::PlaybackEvent]) {
+        self.0.record(events);
     }
 }
 
@@ -115,6 +130,15 @@ pub async fn build_service(
         listeners.push(invalidator);
         side_paths.invalidation = Some(task);
     }
+    if settings.commands.enabled {
+        let platform = platform::Platform::build(&settings.platform(), cache.clone())
+            .await
+            .context("cannot start the CQRS platform ([commands], [read_model])")?;
+        if let Some(recorder) = platform.recorder.clone() {
+            listeners.push(Arc::new(ViewingListener(recorder)));
+        }
+        side_paths.platform = Some(platform);
+    }
     let (pipeline, workers) =
         Pipeline::start(&settings.pipeline, sink.clone(), listeners, metrics.clone());
     let state = AppState {
@@ -175,7 +199,10 @@ impl Application {
         } = self;
         let ready = state.ready.clone();
         let addr = listener.local_addr()?;
-        let router = http::router(state);
+        let mut router = http::router(state);
+        if let Some(platform) = &side_paths.platform {
+            router = router.merge(platform.router());
+        }
         ready.store(true, Ordering::Release);
         tracing::info!(%addr, sink = ?settings.sink.kind, "serving");
 

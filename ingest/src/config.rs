@@ -51,6 +51,11 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub invalidation: InvalidationSettings,
     pub log: LogSettings,
+    /// The CQRS platform (users, plans, subscriptions; see the `platform` crate).
+    pub commands: platform::config::CommandsSettings,
+    pub read_model: platform::config::ReadModelSettings,
+    pub outbox: platform::config::OutboxSettings,
+    pub recommendations: platform::config::RecommendationsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,8 +252,28 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The platform's settings, with what it shares with ingest (data directory, Cassandra).
+    pub fn platform(&self) -> platform::config::PlatformSettings {
+        platform::config::PlatformSettings {
+            commands: self.commands.clone(),
+            read_model: self.read_model.clone(),
+            outbox: self.outbox.clone(),
+            recommendations: self.recommendations.clone(),
+            data_dir: self.embedded.data_dir.clone(),
+            cassandra: platform::config::CassandraConnection {
+                nodes: self.cassandra.nodes.clone(),
+                replication: self.cassandra.replication.clone(),
+                local_datacenter: self.cassandra.local_datacenter.clone(),
+                request_timeout: self.cassandra.request_timeout,
+            },
+        }
+    }
+
     /// Rules that types alone do not express.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.platform()
+            .validate()
+            .map_err(|error| ConfigError::invalid(error.setting, error.message))?;
         if self.server.request_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "server.request_timeout",

@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod helpers;
 mod history;
+mod platform;
 mod redis_invalidation;
 mod shutdown;
 mod sink_contract;
