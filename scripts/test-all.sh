@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, against the real engines (PostgreSQL, Cassandra, Redis). Starts what the tests
 # need (engines/up: installs and caches them on first use), runs format and lint checks and the
-# whole test suite, then stops the engines it started. A second run on the same machine reuses ~/.m2, ~/.cargo and target/.
+# whole test suite, then stops the engines it started. A second run on the same machine reuses
+# ~/.m2, ~/.cargo and target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
