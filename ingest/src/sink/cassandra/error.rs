@@ -47,6 +47,9 @@ pub enum CassandraError {
     /// A stored row does not map back to an event (written by something else?).
     #[error("cannot read a stored row: {0}")]
     Decode(String),
+    /// The sink's own work failed (a planning task panicked).
+    #[error("cassandra sink internal error: {0}")]
+    Internal(String),
     /// The write did not finish within its deadline (requests waited for a free slot, or
     /// retried, for too long).
     #[error("write did not finish within {0:?}")]

@@ -30,7 +30,7 @@ pub struct CassandraSink {
     config: CassandraConfig,
     service: CassandraService,
     statements: Statements,
-    days: DayIndex,
+    days: Arc<DayIndex>,
     days_ttl_seconds: u32,
     /// A write that has not finished by then fails as unavailable: every attempt of its
     /// slowest request timed out, plus one request timeout of waiting for a free slot.
@@ -59,7 +59,7 @@ impl CassandraSink {
         let write_deadline =
             service.retry_policy().worst_case(config.request_timeout) + config.request_timeout;
         Ok(CassandraSink {
-            days: DayIndex::new(days_refresh(config.ttl_seconds)),
+            days: Arc::new(DayIndex::new(days_refresh(config.ttl_seconds))),
             days_ttl_seconds: days_ttl_seconds(config.ttl_seconds),
             config,
             service,
@@ -83,36 +83,41 @@ impl CassandraSink {
 
     /// Turns a batch into requests the way `write_mode` says, sends them (as many at once as
     /// the service allows), and returns when all succeeded or one failed for good.
-    async fn write_events(&self, events: &[PlaybackEvent]) -> Result<(), CassandraError> {
+    async fn write_events(&self, events: Arc<Vec<PlaybackEvent>>) -> Result<(), CassandraError> {
         let started = Instant::now();
-        let stale_days = self.days.stale(events, started);
-        let mut requests: Vec<Request> = match self.config.write_mode {
-            WriteMode::ConcurrentInserts => (0..events.len()).map(Request::One).collect(),
-            WriteMode::PartitionBatches => {
-                into_requests(partition_batches(events, &self.config.batch_limits))
-            }
-            WriteMode::ReplicaBatches => {
-                let cluster = self.session().get_cluster_state();
-                let mut replicas = ReplicaGroups::new(&cluster, &self.config.keyspace);
-                let batches = replica_batches(events, &self.config.batch_limits, |event| {
-                    replicas.group_of(history_token(event.user_id, event.day()))
-                });
-                into_requests(batches)
-            }
+        let (stale_days, requests) = if events.len() <= INLINE_PLAN_EVENTS {
+            self.plan(&events, started)
+        } else {
+            // Sorting and grouping thousands of rows takes a millisecond or more: off the
+            // async workers, which must not stall that long.
+            let (sink_plan, events) = (self.plan_inputs(), events.clone());
+            tokio::task::spawn_blocking(move || sink_plan.plan(&events, started))
+                .await
+                .map_err(|error| CassandraError::Internal(format!("planning a write: {error}")))?
         };
-        requests.extend(
-            stale_days
-                .iter()
-                .map(|&(user_id, day)| Request::Day(user_id, day)),
-        );
         futures::stream::iter(requests.into_iter().map(Ok))
             .try_for_each_concurrent(self.config.max_in_flight_requests, |request| {
-                self.send(events, request)
+                self.send(&events, request)
             })
             .await?;
         // Only once the day rows are durable may later writes skip them.
         self.days.mark(&stale_days, started);
         Ok(())
+    }
+
+    fn plan(&self, events: &[PlaybackEvent], now: Instant) -> (Vec<(u64, i32)>, Vec<Request>) {
+        self.plan_inputs().plan(events, now)
+    }
+
+    fn plan_inputs(&self) -> WritePlanner {
+        WritePlanner {
+            mode: self.config.write_mode,
+            limits: self.config.batch_limits,
+            keyspace: self.config.keyspace.clone(),
+            cluster: (self.config.write_mode == WriteMode::ReplicaBatches)
+                .then(|| self.session().get_cluster_state()),
+            days: self.days.clone(),
+        }
     }
 
     async fn send(&self, events: &[PlaybackEvent], request: Request) -> Result<(), CassandraError> {
@@ -255,7 +260,7 @@ impl EventSink for CassandraSink {
         if events.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.write_deadline, self.write_events(&events)).await {
+        match tokio::time::timeout(self.write_deadline, self.write_events(events)).await {
             Ok(result) => result.map_err(SinkError::from),
             Err(_) => Err(CassandraError::Deadline(self.write_deadline).into()),
         }
@@ -285,6 +290,44 @@ fn day_bound(ts_ms: i64) -> i32 {
     ts_ms
         .div_euclid(MS_PER_DAY)
         .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
+/// Batches up to this size are planned on the async worker (well under 100 µs).
+const INLINE_PLAN_EVENTS: usize = 256;
+
+/// What planning a write needs, owned, so that it can run on the blocking pool.
+struct WritePlanner {
+    mode: WriteMode,
+    limits: BatchLimits,
+    keyspace: String,
+    /// The driver's view of the ring, for replica batches.
+    cluster: Option<Arc<ClusterState>>,
+    days: Arc<DayIndex>,
+}
+
+impl WritePlanner {
+    /// The day rows to write, and the requests, event rows and day rows together.
+    fn plan(&self, events: &[PlaybackEvent], now: Instant) -> (Vec<(u64, i32)>, Vec<Request>) {
+        let stale_days = self.days.stale(events, now);
+        let mut requests = match (self.mode, &self.cluster) {
+            (WriteMode::ConcurrentInserts, _) => (0..events.len()).map(Request::One).collect(),
+            (WriteMode::ReplicaBatches, Some(cluster)) => {
+                let mut replicas = ReplicaGroups::new(cluster, &self.keyspace);
+                into_requests(replica_batches(events, &self.limits, |event| {
+                    replicas.group_of(history_token(event.user_id, event.day()))
+                }))
+            }
+            (WriteMode::PartitionBatches | WriteMode::ReplicaBatches, _) => {
+                into_requests(partition_batches(events, &self.limits))
+            }
+        };
+        requests.extend(
+            stale_days
+                .iter()
+                .map(|&(user_id, day)| Request::Day(user_id, day)),
+        );
+        (stale_days, requests)
+    }
 }
 
 /// One request of a write: rows by their index in the batch.
