@@ -1,6 +1,6 @@
 //! The command side: each command checks its input's meaning against the store, moves money
 //! through the gateway, and commits its change with the outbox event in one transaction.
-//! See `commands.md` for the subscription flow and its failure cases.
+//! See `../store/store.md` for the transactions and the idempotency keys.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,6 +21,9 @@ pub enum ProjectionError {
     Cache(#[from] CacheError),
 }
 
+/// Users whose events are written to the read model at once, per batch.
+const PROJECTION_CONCURRENCY: usize = 32;
+
 /// The user profile projector.
 #[derive(Clone)]
 pub struct ProfileProjector {
@@ -31,6 +34,43 @@ pub struct ProfileProjector {
 impl ProfileProjector {
     pub fn new(read_model: Arc<dyn ReadModel>, cache: Arc<dyn Cache>) -> ProfileProjector {
         ProfileProjector { read_model, cache }
+    }
+
+    /// Applies a batch: every read-model write first (users concurrently, each user's events in
+    /// order), then one round trip that invalidates every affected key. Returns how many
+    /// events changed the read model.
+    pub async fn project_batch(&self, events: &[OutboxEvent]) -> Result<u64, ProjectionError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let mut per_user: Vec<Vec<&OutboxEvent>> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for event in events {
+            let slot = *index.entry(event.user_id).or_insert_with(|| {
+                per_user.push(Vec::new());
+                per_user.len() - 1
+            });
+            per_user[slot].push(event);
+        }
+        let applied: Vec<u64> = stream::iter(per_user)
+            .map(|user_events| async move {
+                let mut applied = 0;
+                for event in user_events {
+                    applied += u64::from(self.read_model.apply_profile(&event.profile).await?);
+                }
+                Ok::<u64, ReadModelError>(applied)
+            })
+            .buffer_unordered(PROJECTION_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut keys = Vec::with_capacity(index.len() * 2);
+        for user in index.keys() {
+            let user = user.get() as u64;
+            keys.push(wire::keys::user_profile(user));
+            keys.push(wire::keys::recommendations(user));
+        }
+        if !keys.is_empty() {
+            self.cache.unlink(&keys).await?;
+        }
+        Ok(applied.into_iter().sum())
     }
 
     /// Applies `event`; says whether the read model changed (false: it already held this

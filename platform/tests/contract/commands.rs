@@ -15,6 +15,7 @@ both_backends!(
     a_timed_out_charge_is_reconciled_into_one_subscription_with_its_payment,
     an_unknown_user_or_unavailable_plan_is_refused_before_any_charge,
     cancelling_keeps_the_payment_and_is_idempotent,
+    a_retry_after_a_crash_between_charge_and_commit_reuses_the_charge,
 );
 
 async fn concurrent_retries_of_one_key_charge_exactly_once(backend: Backend) {
@@ -164,4 +165,50 @@ async fn cancelling_keeps_the_payment_and_is_idempotent(backend: Backend) {
         commands.cancel(missing).await,
         Err(CommandError::SubscriptionNotFound(_))
     ));
+}
+
+/// The first request charged, then its process died before the transaction: the key is left
+/// `running`. Past the lease, a retry takes the key over, finds the charge at the gateway by the
+/// key, and creates the subscription with it: one charge, one subscription, one payment.
+async fn a_retry_after_a_crash_between_charge_and_commit_reuses_the_charge(backend: Backend) {
+    use platform::payments::{ChargeRequest, PaymentGateway};
+    let commands = backend.commands();
+    let (user, plan) = (
+        user(&commands).await,
+        plan(&commands, 999, "EUR", "monthly", true).await,
+    );
+    let (key, request) = (key(), subscribe(&user, &plan, "tok_visa"));
+    let long_ago = platform::domain::now_ms() - 3_600_000;
+    let claim = backend
+        .store
+        .claim_key(
+            &key,
+            &request.fingerprint(),
+            long_ago,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim, platform::store::Claim::Started { takeover: false });
+    backend
+        .gateway
+        .charge(&ChargeRequest {
+            idempotency_key: key.clone(),
+            token: request.token.clone(),
+            amount_cents: 999,
+            currency: platform::domain::Currency::try_from("EUR").unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(backend.gateway.charges_made(), 1);
+    let outcome = commands.subscribe(&key, &request).await;
+    assert!(matches!(outcome, Ok(Subscribed::Created(_))), "{outcome:?}");
+    assert_eq!(
+        backend.gateway.charges_made(),
+        1,
+        "[{}] no second charge",
+        backend.name
+    );
+    assert_eq!(commands.subscriptions_of(user.id).await.unwrap().len(), 1);
+    assert_eq!(commands.payments_of(user.id).await.unwrap().len(), 1);
 }
