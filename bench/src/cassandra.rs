@@ -335,6 +335,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             let requests_before = sink.request_stats();
             let client_before = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
             let server_before = cassandra_stat.as_deref().and_then(cpu_seconds);
+            let load_before = load_average();
             let started = Instant::now();
             let (latency, failed) = write_all(&sink, &batches, args.concurrent_batches).await;
             let seconds = started.elapsed().as_secs_f64();
@@ -379,6 +380,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 "retries": retries,
                 "failed_batches": failed,
                 "batch_latency_ms": latency,
+                "load_average_1m": [load_before, load_average()],
             }));
         }
     }
