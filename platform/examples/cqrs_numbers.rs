@@ -159,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     // Recommendations: give 200 users a viewing history, compute their read model rows.
     let (recorder, task) = platform::recommendations::ViewingRecorder::start(
         read_model.clone(),
-        cache.clone(),
+        Some(cache.clone()),
         20,
         1024,
     );

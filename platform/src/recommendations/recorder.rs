@@ -26,9 +26,11 @@ pub struct ViewingRecorder {
 
 impl ViewingRecorder {
     /// Starts the recorder's task; it ends once every `ViewingRecorder` clone is dropped.
+    /// `cache`: where to unlink refreshed users' recommendations; `None` when another side path
+    /// (ingest's invalidation) does it.
     pub fn start(
         read_model: Arc<dyn ReadModel>,
-        cache: Arc<dyn Cache>,
+        cache: Option<Arc<dyn Cache>>,
         limit: usize,
         queue_batches: usize,
     ) -> (ViewingRecorder, RecorderTask) {
@@ -79,7 +81,7 @@ impl RecorderTask {
 async fn run(
     mut batches: mpsc::Receiver<Vec<(u64, u64)>>,
     read_model: Arc<dyn ReadModel>,
-    cache: Arc<dyn Cache>,
+    cache: Option<Arc<dyn Cache>>,
     limit: usize,
 ) {
     while let Some(mut views) = batches.recv().await {
@@ -92,7 +94,7 @@ async fn run(
         }
         let unique: BTreeSet<(u64, u64)> = views.into_iter().collect();
         let views: Vec<(u64, u64)> = unique.into_iter().collect();
-        if let Err(error) = refresh(&views, &*read_model, &*cache, limit).await {
+        if let Err(error) = refresh(&views, &*read_model, cache.as_deref(), limit).await {
             tracing::warn!(%error, views = views.len(), "cannot record views for recommendations");
         }
     }
@@ -101,7 +103,7 @@ async fn run(
 async fn refresh(
     views: &[(u64, u64)],
     read_model: &dyn ReadModel,
-    cache: &dyn Cache,
+    cache: Option<&dyn Cache>,
     limit: usize,
 ) -> Result<(), ReadModelError> {
     read_model.record_views(views).await?;
@@ -113,6 +115,9 @@ async fn refresh(
         keys.push(wire::keys::recommendations(user));
     }
     // After the read model write, never before (see projectors).
+    let Some(cache) = cache else {
+        return Ok(());
+    };
     if let Err(error) = cache.unlink(&keys).await {
         tracing::warn!(%error, "cannot invalidate recommendations after a refresh; the TTL bounds staleness");
     }

@@ -62,6 +62,7 @@ fn engine(var: &str) -> Option<String> {
 
 pub fn settings(dir: &std::path::Path) -> PlatformSettings {
     PlatformSettings {
+        recommendations_invalidated_by_ingest: false,
         commands: CommandsSettings {
             enabled: true,
             kind: CommandStoreKind::Sqlite,

@@ -40,8 +40,12 @@ fn event(user: u64, content: u64) -> wire::PlaybackEvent {
 /// For user 1: 30 (two co-viewers) ranks before 20 (one).
 async fn co_watched_titles_are_recommended_and_served_from_the_cache_next(backend: Backend) {
     let base = rand_base();
-    let (recorder, task) =
-        ViewingRecorder::start(backend.read_model.clone(), backend.cache.clone(), 10, 16);
+    let (recorder, task) = ViewingRecorder::start(
+        backend.read_model.clone(),
+        Some(backend.cache.clone()),
+        10,
+        16,
+    );
     recorder.record(&[
         event(base + 2, 10),
         event(base + 2, 20),
