@@ -9,6 +9,24 @@ use crate::stats::LatencySummary;
 /// pass on the latency of the ones that were.
 pub const KEEP_UP_FRACTION: f64 = 0.95;
 
+/// Late sends on free connections beyond this share of a step's sends mean the generator, not
+/// only the server, may have set that step's latency.
+pub const GENERATOR_LATE_SHARE: f64 = 0.01;
+
+/// What one step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepMeasurement {
+    /// The offered rate, events/s.
+    pub target_events_per_sec: f64,
+    pub achieved_events_per_sec: f64,
+    pub latency_ms: LatencySummary,
+    pub errors: u64,
+    pub missed_sends: u64,
+    /// Sends that started late although their connection was free.
+    pub generator_late: u64,
+    pub requests_sent: u64,
+}
+
 /// One step of the curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RampStep {
@@ -19,6 +37,8 @@ pub struct RampStep {
     pub latency_ms: LatencySummary,
     pub errors: u64,
     pub missed_sends: u64,
+    #[serde(default)]
+    pub generator_late: u64,
     pub passed: bool,
     /// Why the step failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,14 +55,16 @@ pub struct RampReport {
 }
 
 /// Judges a step against the SLO: p99 within it, no errors, and the offered rate achieved.
-pub fn judge_step(
-    target_events_per_sec: f64,
-    achieved_events_per_sec: f64,
-    latency_ms: LatencySummary,
-    errors: u64,
-    missed_sends: u64,
-    slo_p99_ms: f64,
-) -> RampStep {
+pub fn judge_step(measured: StepMeasurement, slo_p99_ms: f64) -> RampStep {
+    let StepMeasurement {
+        target_events_per_sec,
+        achieved_events_per_sec,
+        latency_ms,
+        errors,
+        missed_sends,
+        generator_late,
+        requests_sent,
+    } = measured;
     let mut reasons = Vec::new();
     if latency_ms.count == 0 {
         reasons.push("no request was acknowledged".to_owned());
@@ -61,13 +83,21 @@ pub fn judge_step(
             KEEP_UP_FRACTION * 100.0
         ));
     }
+    let passed = reasons.is_empty();
+    if !passed && generator_late as f64 > GENERATOR_LATE_SHARE * requests_sent.max(1) as f64 {
+        reasons.push(format!(
+            "the generator started {generator_late} of {requests_sent} sends late on a free \
+             connection, so it may share the blame"
+        ));
+    }
     RampStep {
         target_events_per_sec,
         achieved_events_per_sec,
         latency_ms,
         errors,
         missed_sends,
-        passed: reasons.is_empty(),
+        generator_late,
+        passed,
         failed_because: (!reasons.is_empty()).then(|| reasons.join("; ")),
     }
 }
@@ -85,6 +115,21 @@ pub fn saturation_point(steps: &[RampStep]) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn step(target: f64, achieved: f64, p99: f64, errors: u64) -> RampStep {
+        judge_step(
+            StepMeasurement {
+                target_events_per_sec: target,
+                achieved_events_per_sec: achieved,
+                latency_ms: latency(p99),
+                errors,
+                missed_sends: 0,
+                generator_late: 0,
+                requests_sent: 100,
+            },
+            50.0,
+        )
+    }
+
     fn latency(p99: f64) -> LatencySummary {
         LatencySummary {
             p50: p99 / 4.0,
@@ -96,25 +141,46 @@ mod tests {
 
     #[test]
     fn a_step_passes_within_the_slo_without_errors_at_the_offered_rate() {
-        assert!(judge_step(1_000.0, 990.0, latency(20.0), 0, 0, 50.0).passed);
+        assert!(step(1_000.0, 990.0, 20.0, 0).passed);
     }
 
     #[test]
     fn a_step_fails_on_latency_errors_or_falling_behind_and_says_why() {
-        let slow = judge_step(1_000.0, 1_000.0, latency(80.0), 0, 0, 50.0);
+        let slow = step(1_000.0, 1_000.0, 80.0, 0);
         assert!(!slow.passed);
         assert!(slow.failed_because.unwrap().contains("p99 80.0 ms"));
-        assert!(!judge_step(1_000.0, 1_000.0, latency(10.0), 3, 0, 50.0).passed);
-        let behind = judge_step(1_000.0, 800.0, latency(10.0), 0, 0, 50.0);
+        assert!(!step(1_000.0, 1_000.0, 10.0, 3).passed);
+        let behind = step(1_000.0, 800.0, 10.0, 0);
         assert!(behind.failed_because.unwrap().contains("achieved 800"));
+    }
+
+    #[test]
+    fn a_failed_step_says_when_the_generator_was_late_too() {
+        let judged = judge_step(
+            StepMeasurement {
+                target_events_per_sec: 1_000.0,
+                achieved_events_per_sec: 1_000.0,
+                latency_ms: latency(80.0),
+                errors: 0,
+                missed_sends: 9,
+                generator_late: 5,
+                requests_sent: 100,
+            },
+            50.0,
+        );
+        assert!(!judged.passed);
+        assert!(judged
+            .failed_because
+            .unwrap()
+            .contains("5 of 100 sends late"));
     }
 
     #[test]
     fn the_saturation_point_is_the_highest_passing_rate() {
         let steps = vec![
-            judge_step(1_000.0, 1_000.0, latency(5.0), 0, 0, 50.0),
-            judge_step(2_000.0, 2_000.0, latency(9.0), 0, 0, 50.0),
-            judge_step(3_000.0, 2_500.0, latency(300.0), 0, 0, 50.0),
+            step(1_000.0, 1_000.0, 5.0, 0),
+            step(2_000.0, 2_000.0, 9.0, 0),
+            step(3_000.0, 2_500.0, 300.0, 0),
         ];
         assert_eq!(saturation_point(&steps), Some(2_000.0));
         assert_eq!(saturation_point(&steps[2..]), None);

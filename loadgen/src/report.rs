@@ -119,7 +119,8 @@ pub struct Totals {
 /// Whether the generator, not the server, set the pace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorVerdict {
-    /// CPU seconds per wall second: how many cores the generator kept busy.
+    /// CPU seconds per wall second: how many cores the generator kept busy. For a ramp, this
+    /// verdict covers the steps that passed (the ones that set the saturation point).
     pub cores_used: f64,
     pub threads: usize,
     /// Share of the workers' time spent building requests rather than waiting for answers.
@@ -202,10 +203,32 @@ impl Report {
         let seconds = wall.as_secs_f64().max(1e-9);
         let counters = &all.counters;
         let latency = all.latency.summary();
+        // A ramp drives the machine into saturation on purpose, where the generator starves for
+        // CPU too: judge it over the steps that passed, which set the saturation point.
+        let judged = match &facts.ramp {
+            Some(ramp) if ramp.steps.iter().any(|step| step.passed) => {
+                let mut passed = Sample::default();
+                let mut passed_wall = Duration::ZERO;
+                let mut passed_cpu = Duration::ZERO;
+                for (phase, step) in facts.phases.iter().zip(&ramp.steps) {
+                    if step.passed {
+                        passed.merge(&phase.sample)?;
+                        passed_wall += phase.wall;
+                        passed_cpu += phase.cpu;
+                    }
+                }
+                Some((passed, passed_cpu, passed_wall))
+            }
+            _ => None,
+        };
+        let (judged_sample, judged_cpu, judged_wall) = match &judged {
+            Some((sample, cpu, wall)) => (sample, *cpu, *wall),
+            None => (&all, cpu, wall),
+        };
         let generator = judge_generator(
-            &all,
-            cpu,
-            wall,
+            judged_sample,
+            judged_cpu,
+            judged_wall,
             settings.threads,
             settings.load.is_open_loop(),
         );
@@ -388,12 +411,14 @@ impl Report {
             for step in &ramp.steps {
                 let _ = writeln!(
                     out,
-                    "    offered {:>11}  achieved {:>11}  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}  {}",
+                    "    offered {:>11}  achieved {:>11}  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}  missed {} (generator late {})  {}",
                     thousands(step.target_events_per_sec),
                     thousands(step.achieved_events_per_sec),
                     step.latency_ms.p50,
                     step.latency_ms.p99,
                     step.errors,
+                    step.missed_sends,
+                    step.generator_late,
                     match &step.failed_because {
                         None => "ok".to_owned(),
                         Some(why) => format!("FAIL: {why}"),

@@ -18,7 +18,7 @@ use wire::WireEvent;
 use crate::acked::{AckedEvent, AckedLogError, AckedLogWriter};
 use crate::cpu::process_cpu_time;
 use crate::http::{compress, encode_events, BodyFormat, Compression, EventPoster, HttpError};
-use crate::ramp::{judge_step, saturation_point, RampReport, KEEP_UP_FRACTION};
+use crate::ramp::{judge_step, saturation_point, RampReport, StepMeasurement, KEEP_UP_FRACTION};
 use crate::report::{Report, ReportError, RunFacts};
 use crate::schedule::{classify_send, Lateness, OpenSchedule};
 use crate::settings::{HttpRunSettings, LoadShape};
@@ -98,11 +98,15 @@ pub async fn run_http(
         if let (Some(slo), Some(rate)) = (ramp_slo, rate) {
             let counters = &result.sample.counters;
             let judged = judge_step(
-                rate,
-                result.acked_events_per_sec(),
-                result.sample.latency.summary(),
-                counters.error_count(),
-                counters.missed.total(),
+                StepMeasurement {
+                    target_events_per_sec: rate,
+                    achieved_events_per_sec: result.acked_events_per_sec(),
+                    latency_ms: result.sample.latency.summary(),
+                    errors: counters.error_count(),
+                    missed_sends: counters.missed.total(),
+                    generator_late: counters.missed.generator_late,
+                    requests_sent: counters.requests_sent,
+                },
                 slo,
             );
             if show_progress {
