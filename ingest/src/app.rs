@@ -40,11 +40,13 @@ pub struct SidePaths {
 impl SidePaths {
     /// Waits for every side path's last flush (call after the pipeline has drained).
     pub async fn finished(self) {
-        if let Some(invalidation) = self.invalidation {
-            invalidation.finished().await;
-        }
+        // The platform first: its view recorder hands its last refreshed users to the
+        // invalidation side path, whose flush ends once nobody can hand it more.
         if let Some(platform) = self.platform {
             platform.shutdown().await;
+        }
+        if let Some(invalidation) = self.invalidation {
+            invalidation.finished().await;
         }
     }
 }
@@ -124,20 +126,39 @@ pub async fn build_service(
     let cache = build_cache(settings).await?;
     let mut listeners: Vec<Arc<dyn DurableListener>> = Vec::new();
     let mut side_paths = SidePaths::default();
+    let mut invalidator = None;
     if settings.invalidation.enabled {
-        let (invalidator, task) =
+        let (listener, task) =
             invalidation::start(&settings.invalidation, cache.clone(), metrics.clone());
-        listeners.push(invalidator);
+        invalidator = Some(listener);
         side_paths.invalidation = Some(task);
     }
+    let covers_recommendations = settings
+        .invalidation
+        .keys
+        .iter()
+        .any(|key| key == "recommendations:{user_id}");
     if settings.commands.enabled {
         let platform = platform::Platform::build(&settings.platform(), cache.clone())
             .await
             .context("cannot start the CQRS platform ([commands], [read_model])")?;
         if let Some(recorder) = platform.recorder.clone() {
+            // A viewer's cached recommendations may only be dropped after the recorder has
+            // refreshed them; so the recorder, not the batchers, hands users to the
+            // invalidation side path, which still coalesces them into one UNLINK per window.
+            if covers_recommendations {
+                if let Some(listener) = invalidator.take() {
+                    recorder.notify_after_refresh(Arc::new(move |users: &[u64]| {
+                        listener.enqueue_users(users.iter().copied())
+                    }));
+                }
+            }
             listeners.push(Arc::new(ViewingListener(recorder)));
         }
         side_paths.platform = Some(platform);
+    }
+    if let Some(listener) = invalidator {
+        listeners.push(listener);
     }
     let (pipeline, workers) =
         Pipeline::start(&settings.pipeline, sink.clone(), listeners, metrics.clone());

@@ -254,14 +254,7 @@ impl Settings {
 
     /// The platform's settings, with what it shares with ingest (data directory, Cassandra).
     pub fn platform(&self) -> platform::config::PlatformSettings {
-        let recommendations_key = "recommendations:{user_id}";
         platform::config::PlatformSettings {
-            recommendations_invalidated_by_ingest: self.invalidation.enabled
-                && self
-                    .invalidation
-                    .keys
-                    .iter()
-                    .any(|key| key == recommendations_key),
             commands: self.commands.clone(),
             read_model: self.read_model.clone(),
             outbox: self.outbox.clone(),

@@ -96,10 +96,6 @@ pub struct PlatformSettings {
     /// Where the embedded files go by default.
     pub data_dir: PathBuf,
     pub cassandra: CassandraConnection,
-    /// The ingest side path already unlinks `recommendations:{user_id}` (coalesced per user over
-    /// its window, after the durable write): the view recorder then leaves the cache to it
-    /// rather than sending an UNLINK per refresh round.
-    pub recommendations_invalidated_by_ingest: bool,
 }
 
 /// A setting that cannot be used, named.

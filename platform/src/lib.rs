@@ -155,12 +155,9 @@ impl Platform {
             settings.recommendations.limit,
         ));
         let (recorder, recorder_task) = if settings.recommendations.record_views {
-            // With the ingest side path unlinking these keys, the recorder does not.
-            let unlink_cache =
-                (!settings.recommendations_invalidated_by_ingest).then(|| cache.clone());
             let (recorder, task) = ViewingRecorder::start(
                 read_model.clone(),
-                unlink_cache,
+                Some(cache.clone()),
                 settings.recommendations.limit,
                 settings.recommendations.recorder_queue,
             );

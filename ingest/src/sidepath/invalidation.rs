@@ -145,10 +145,22 @@ pub struct Invalidator {
 
 impl DurableListener for Invalidator {
     fn on_durable(&self, events: &[PlaybackEvent]) {
+        let users = events
+            .iter()
+            .filter(|event| event.kind.changes_taste())
+            .map(|event| event.user_id);
+        self.enqueue_users(users);
+    }
+}
+
+impl Invalidator {
+    /// Queues users for invalidation now: for a side path that must run first (the view
+    /// recorder refreshes the recommendations read model, then hands its users here).
+    pub fn enqueue_users(&self, users: impl IntoIterator<Item = u64>) {
         let durable_at = Instant::now();
         let (mut added, mut dropped) = (0usize, 0usize);
-        for event in events.iter().filter(|event| event.kind.changes_taste()) {
-            match self.pending.record(event.user_id, durable_at) {
+        for user_id in users {
+            match self.pending.record(user_id, durable_at) {
                 Recorded::Added => added += 1,
                 Recorded::Coalesced => {}
                 Recorded::Dropped => dropped += 1,

@@ -1,6 +1,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cache::Cache;
 use tokio::sync::mpsc;
@@ -22,12 +22,17 @@ const VIEWERS_LIMIT: i64 = 50;
 pub struct ViewingRecorder {
     queue: mpsc::Sender<Vec<(u64, u64)>>,
     dropped: Arc<AtomicU64>,
+    after_refresh: Arc<OnceLock<RefreshedUsers>>,
 }
+
+/// Told which users' recommendations were just refreshed, after the read-model write: the
+/// moment their cached answers may be dropped, never before.
+pub type RefreshedUsers = Arc<dyn Fn(&[u64]) + Send + Sync>;
 
 impl ViewingRecorder {
     /// Starts the recorder's task; it ends once every `ViewingRecorder` clone is dropped.
-    /// `cache`: where to unlink refreshed users' recommendations; `None` when another side path
-    /// (ingest's invalidation) does it.
+    /// After each refresh it unlinks the users' `recommendations:{id}` in `cache`, unless
+    /// [`ViewingRecorder::notify_after_refresh`] hands them to another side path instead.
     pub fn start(
         read_model: Arc<dyn ReadModel>,
         cache: Option<Arc<dyn Cache>>,
@@ -35,11 +40,19 @@ impl ViewingRecorder {
         queue_batches: usize,
     ) -> (ViewingRecorder, RecorderTask) {
         let (queue, batches) = mpsc::channel(queue_batches.max(1));
-        let task = tokio::spawn(run(batches, read_model, cache, limit));
+        let after_refresh = Arc::new(OnceLock::new());
+        let task = tokio::spawn(run(
+            batches,
+            read_model,
+            cache,
+            after_refresh.clone(),
+            limit,
+        ));
         (
             ViewingRecorder {
                 queue,
                 dropped: Arc::new(AtomicU64::new(0)),
+                after_refresh,
             },
             RecorderTask { task },
         )
@@ -55,9 +68,22 @@ impl ViewingRecorder {
         if views.is_empty() {
             return;
         }
-        if self.queue.try_send(views).is_err() {
+        if let Err(full) = self.queue.try_send(views) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            // Not refreshed, but whoever drops cached answers must still hear of these users.
+            if let (Some(hook), mpsc::error::TrySendError::Full(views)) =
+                (self.after_refresh.get(), full)
+            {
+                let users: BTreeSet<u64> = views.iter().map(|&(user, _)| user).collect();
+                hook(&users.into_iter().collect::<Vec<_>>());
+            }
         }
+    }
+
+    /// Hands refreshed users to `hook` (e.g. ingest's coalescing invalidation side path)
+    /// instead of unlinking their keys itself. Set once, before events flow; false if already set.
+    pub fn notify_after_refresh(&self, hook: RefreshedUsers) -> bool {
+        self.after_refresh.set(hook).is_ok()
     }
 
     /// Batches dropped because the queue was full.
@@ -82,6 +108,7 @@ async fn run(
     mut batches: mpsc::Receiver<Vec<(u64, u64)>>,
     read_model: Arc<dyn ReadModel>,
     cache: Option<Arc<dyn Cache>>,
+    after_refresh: Arc<OnceLock<RefreshedUsers>>,
     limit: usize,
 ) {
     while let Some(mut views) = batches.recv().await {
@@ -94,32 +121,40 @@ async fn run(
         }
         let unique: BTreeSet<(u64, u64)> = views.into_iter().collect();
         let views: Vec<(u64, u64)> = unique.into_iter().collect();
-        if let Err(error) = refresh(&views, &*read_model, cache.as_deref(), limit).await {
+        let users: Vec<u64> = views
+            .iter()
+            .map(|&(user, _)| user)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if let Err(error) = refresh(&views, &users, &*read_model, limit).await {
             tracing::warn!(%error, views = views.len(), "cannot record views for recommendations");
+        }
+        // After the read model write (or its failure), never before (see projectors).
+        if let Some(hook) = after_refresh.get() {
+            hook(&users);
+        } else if let Some(cache) = &cache {
+            let keys: Vec<String> = users
+                .iter()
+                .map(|user| wire::keys::recommendations(*user))
+                .collect();
+            if let Err(error) = cache.unlink(&keys).await {
+                tracing::warn!(%error, "cannot invalidate recommendations after a refresh; the TTL bounds staleness");
+            }
         }
     }
 }
 
 async fn refresh(
     views: &[(u64, u64)],
+    users: &[u64],
     read_model: &dyn ReadModel,
-    cache: Option<&dyn Cache>,
     limit: usize,
 ) -> Result<(), ReadModelError> {
     read_model.record_views(views).await?;
-    let users: BTreeSet<u64> = views.iter().map(|&(user, _)| user).collect();
-    let mut keys = Vec::with_capacity(users.len());
-    for &user in &users {
+    for &user in users {
         let items = co_watched(read_model, user, limit).await?;
         read_model.put_recommendations(user, &items).await?;
-        keys.push(wire::keys::recommendations(user));
-    }
-    // After the read model write, never before (see projectors).
-    let Some(cache) = cache else {
-        return Ok(());
-    };
-    if let Err(error) = cache.unlink(&keys).await {
-        tracing::warn!(%error, "cannot invalidate recommendations after a refresh; the TTL bounds staleness");
     }
     Ok(())
 }

@@ -62,7 +62,6 @@ fn engine(var: &str) -> Option<String> {
 
 pub fn settings(dir: &std::path::Path) -> PlatformSettings {
     PlatformSettings {
-        recommendations_invalidated_by_ingest: false,
         commands: CommandsSettings {
             enabled: true,
             kind: CommandStoreKind::Sqlite,
