@@ -190,7 +190,7 @@ mod tests {
             CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention).unwrap();
         assert_eq!(config.consistency, Consistency::LocalQuorum);
         assert_eq!(config.ttl_seconds, 30 * 86_400);
-        assert_eq!(config.write_mode, WriteMode::PartitionBatches);
+        assert_eq!(config.write_mode, WriteMode::ReplicaBatches);
     }
 
     #[test]
