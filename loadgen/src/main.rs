@@ -139,6 +139,9 @@ struct VerifyArgs {
     /// Write the outcome as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -296,6 +299,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<bool> {
         acked_log: args.acked_log,
         concurrency: args.concurrency,
         timeout: args.timeout,
+        show_progress: !args.quiet,
     };
     let outcome = runtime(cpus())?.block_on(verify::verify(&settings))?;
     print!("{}", outcome.summary(args.max_listed));

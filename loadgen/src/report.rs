@@ -477,7 +477,8 @@ pub fn judge_generator(
     let late = counters.missed.generator_late;
     if open_loop && late as f64 > GENERATOR_LATE_SHARE * counters.requests_sent.max(1) as f64 {
         reasons.push(format!(
-            "{late} of {} sends started late on a free connection",
+            "{late} of {} sends started late on a free connection: it could not keep its \
+             schedule (too slow, or short of CPU on a shared machine)",
             counters.requests_sent
         ));
     }

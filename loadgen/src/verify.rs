@@ -22,6 +22,7 @@ pub const PAGE_LIMIT: usize = 10_000;
 /// Attempts per page: a server that just restarted may refuse a request or two.
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the check could not be completed (as opposed to finding lost events).
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct VerifySettings {
     /// Users checked at once.
     pub concurrency: usize,
     pub timeout: Duration,
+    /// A progress line on stderr every few seconds.
+    pub show_progress: bool,
 }
 
 /// One acknowledged event that is not stored exactly once.
@@ -152,7 +155,21 @@ pub async fn verify(settings: &VerifySettings) -> Result<VerifyOutcome, VerifyEr
             }
         })
         .buffer_unordered(settings.concurrency.max(1));
+    let started = std::time::Instant::now();
+    let mut last_progress = started;
+    let mut users_done = 0u64;
     while let Some((user_id, events, stored)) = checks.next().await {
+        users_done += 1;
+        if settings.show_progress && last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = std::time::Instant::now();
+            eprintln!(
+                "[{:>5.0}s] checked {users_done} of {} users: {} lost, {} doubled so far",
+                started.elapsed().as_secs_f64(),
+                outcome.users,
+                outcome.lost.len(),
+                outcome.doubled.len()
+            );
+        }
         let (counts, read) = match stored {
             Ok(stored) => stored,
             Err(error) => {
