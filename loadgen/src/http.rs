@@ -8,6 +8,8 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use wire::WireEvent;
 
+use crate::target::Failure;
+
 /// zstd level for request bodies: level 1 is what a client would pick to save CPU.
 const ZSTD_LEVEL: i32 = 1;
 
@@ -114,44 +116,6 @@ pub struct Rejection {
     pub error: String,
 }
 
-/// Why a request did not get its 200.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The server answered with another status (503 when overloaded, 4xx for a bad request).
-    Status(u16),
-    /// No connection could be made.
-    Connect,
-    /// No complete answer within `--timeout`.
-    Timeout,
-    /// The connection broke mid-request or mid-answer.
-    Transport,
-    /// A 200 whose body is not an acknowledgement.
-    BadAck,
-}
-
-impl Failure {
-    /// The key under `errors` in the report.
-    pub fn label(&self) -> String {
-        match self {
-            Failure::Status(code) => format!("status_{code}"),
-            Failure::Connect => "connect".to_owned(),
-            Failure::Timeout => "timeout".to_owned(),
-            Failure::Transport => "transport".to_owned(),
-            Failure::BadAck => "bad_ack".to_owned(),
-        }
-    }
-
-    fn of(error: &reqwest::Error) -> Failure {
-        if error.is_timeout() {
-            Failure::Timeout
-        } else if error.is_connect() {
-            Failure::Connect
-        } else {
-            Failure::Transport
-        }
-    }
-}
-
 /// Posts bodies over a pool of keep-alive connections (one per worker: each worker has at most
 /// one request in flight).
 #[derive(Debug, Clone)]
@@ -187,13 +151,16 @@ impl EventPoster {
         if let Some(encoding) = self.content_encoding {
             request = request.header(CONTENT_ENCODING, encoding);
         }
-        let response = request.send().await.map_err(|error| Failure::of(&error))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| Failure::of_reqwest(&error))?;
         let status = response.status();
         // Read the whole body either way, so the connection goes back to the pool.
         let body = response
             .bytes()
             .await
-            .map_err(|error| Failure::of(&error))?;
+            .map_err(|error| Failure::of_reqwest(&error))?;
         if status != reqwest::StatusCode::OK {
             return Err(Failure::Status(status.as_u16()));
         }
@@ -272,13 +239,6 @@ mod tests {
         let zstd = compress(&raw, Compression::Zstd).unwrap();
         assert_eq!(zstd::decode_all(zstd.as_slice()).unwrap(), raw);
         assert_eq!(compress(&raw, Compression::None).unwrap(), raw);
-    }
-
-    #[test]
-    fn failures_have_stable_report_labels() {
-        assert_eq!(Failure::Status(503).label(), "status_503");
-        assert_eq!(Failure::Connect.label(), "connect");
-        assert_eq!(Failure::Timeout.label(), "timeout");
     }
 
     #[test]

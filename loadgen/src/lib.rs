@@ -3,10 +3,12 @@
 //! and a capacity planner.
 //!
 //! A run reads top to bottom as [`workload`] (who sends what) -> [`schedule`] (when) ->
-//! [`http`] (how) -> [`run`] (workers and phases) -> [`stats`] (what it took) -> [`report`];
-//! [`verify`] and [`plan`] work on what a run leaves behind.
+//! [`target`] (where: [`http`] to the service, or [`cassandra`] directly, as a baseline) ->
+//! [`run`] (workers and phases) -> [`stats`] (what it took) -> [`report`]; [`verify`] and
+//! [`plan`] work on what a run leaves behind.
 
 pub mod acked;
+pub mod cassandra;
 pub mod cpu;
 pub mod http;
 pub mod plan;
@@ -16,5 +18,6 @@ pub mod run;
 pub mod schedule;
 pub mod settings;
 pub mod stats;
+pub mod target;
 pub mod verify;
 pub mod workload;

@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use loadgen::cassandra::{CassandraMode, CassandraTargetSettings};
 use loadgen::http::{BodyFormat, Compression};
 use loadgen::plan::{self, Input, PlanInputs};
-use loadgen::settings::{HttpRunSettings, LoadShape, SettingsError};
+use loadgen::settings::{LoadShape, RunSettings, SettingsError, TargetSettings};
 use loadgen::verify::{self, VerifySettings};
 use loadgen::workload::clock::size_audience;
 use loadgen::workload::{events_per_viewer_per_sec, WorkloadConfig};
@@ -36,6 +37,9 @@ struct Cli {
 enum Command {
     /// Post playback events of a simulated audience to `POST /v1/events`.
     Http(Box<HttpArgs>),
+    /// Write the same audience's events straight to Cassandra, with the service's schema: the
+    /// baselines (`--mode per-event` and `--mode best`) the service is compared against.
+    Cassandra(Box<CassandraArgs>),
     /// Check through the history API that every acknowledged event is stored exactly once.
     Verify(VerifyArgs),
     /// Nodes and disk for a target rate and history, from measured reports.
@@ -47,6 +51,63 @@ struct HttpArgs {
     /// Base URL of the server.
     #[arg(long, value_name = "URL")]
     url: String,
+    #[arg(long, value_enum, default_value = "json")]
+    format: BodyFormat,
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compression,
+    /// Events per request (at most 10000).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Log every acknowledged event (event_id, user_id, ts) here, for `loadgen verify`.
+    #[arg(long, value_name = "FILE")]
+    acked_log: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Args)]
+struct CassandraArgs {
+    /// Contact points, HOST:PORT (repeat or separate with commas).
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// `per-event`: one INSERT awaited at a time per connection; `best`: replica-set UNLOGGED
+    /// batches, all of a request's at once.
+    #[arg(long, value_enum)]
+    mode: CassandraMode,
+    /// Keyspace to write (created with the sink's schema if missing; left in place after).
+    #[arg(long, default_value = "playpulse_loadgen")]
+    keyspace: String,
+    /// Replication of the keyspace if it is created, as CQL.
+    #[arg(
+        long,
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )]
+    replication: String,
+    #[arg(long, default_value = "datacenter1")]
+    local_datacenter: String,
+    /// Write consistency: one, quorum, local_quorum, all, ...
+    #[arg(long, default_value = "local_quorum")]
+    consistency: String,
+    /// Rows expire after this (USING TTL).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Events per request [default: 1 with per-event (a request is one INSERT), 1000 with
+    /// best]. With per-event, a request of N events is N INSERTs, one after another.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Connections the driver opens to each node.
+    #[arg(long, default_value_t = 1)]
+    driver_connections: usize,
+    /// Rows in one UNLOGGED batch at most (best).
+    #[arg(long, default_value_t = 256)]
+    max_batch_rows: usize,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// How much load, for how long, from which audience: the same for every target.
+#[derive(Args)]
+struct LoadArgs {
     /// Open loop: events per second, sent in batches at fixed intervals (the start rate of a
     /// ramp).
     #[arg(long, value_name = "EVENTS_PER_S")]
@@ -57,14 +118,8 @@ struct HttpArgs {
     /// How long to run (a ramp uses --step-duration per step).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Events per request (at most 10000).
-    #[arg(long, default_value_t = 1000)]
-    batch: usize,
-    #[arg(long, value_enum, default_value = "json")]
-    format: BodyFormat,
-    #[arg(long, value_enum, default_value = "none")]
-    compression: Compression,
-    /// Keep-alive connections, one worker each.
+    /// Concurrent senders (keep-alive connections for HTTP), one worker each, each with one
+    /// request in flight.
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Generator runtime threads [default: the number of CPUs].
@@ -97,9 +152,6 @@ struct HttpArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Log every acknowledged event (event_id, user_id, ts) here, for `loadgen verify`.
-    #[arg(long, value_name = "FILE")]
-    acked_log: Option<PathBuf>,
     /// Exit with code 3 when p99 exceeds this (or any request failed).
     #[arg(long, value_name = "MS")]
     slo_p99_ms: Option<f64>,
@@ -198,6 +250,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Http(args) => run_http(*args),
+        Command::Cassandra(args) => run_cassandra(*args),
         Command::Verify(args) => run_verify(args),
         Command::Plan(args) => {
             let plan_matches = matches
@@ -228,8 +281,43 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs the load; Ok(false) when the SLO was missed.
+/// Runs the load against the service; Ok(false) when the SLO was missed.
 fn run_http(args: HttpArgs) -> anyhow::Result<bool> {
+    let target = TargetSettings::Http {
+        url: args.url,
+        format: args.format,
+        compression: args.compression,
+    };
+    run_load(target, args.batch, args.acked_log, args.load)
+}
+
+/// Runs the load straight into Cassandra; Ok(false) when the SLO was missed.
+fn run_cassandra(args: CassandraArgs) -> anyhow::Result<bool> {
+    let batch = args.batch.unwrap_or(match args.mode {
+        CassandraMode::PerEvent => 1,
+        CassandraMode::Best => 1000,
+    });
+    let ttl_seconds = ingest::sink::cassandra::ttl_seconds(args.retention)?;
+    let target = TargetSettings::Cassandra(CassandraTargetSettings {
+        nodes: args.nodes,
+        keyspace: args.keyspace,
+        mode: args.mode,
+        replication: args.replication,
+        local_datacenter: args.local_datacenter,
+        consistency: args.consistency,
+        ttl_seconds,
+        driver_connections: args.driver_connections,
+        max_batch_rows: args.max_batch_rows,
+    });
+    run_load(target, batch, None, args.load)
+}
+
+fn run_load(
+    target: TargetSettings,
+    batch: usize,
+    acked_log: Option<PathBuf>,
+    args: LoadArgs,
+) -> anyhow::Result<bool> {
     let load = match (args.rate, args.max, args.ramp) {
         (Some(rate), false, true) => LoadShape::Ramp {
             start_events_per_sec: rate,
@@ -261,13 +349,11 @@ fn run_http(args: HttpArgs) -> anyhow::Result<bool> {
     )?;
     workload.viewers = audience.viewers;
     let threads = args.threads.unwrap_or_else(cpus);
-    let settings = HttpRunSettings {
-        url: args.url,
+    let settings = RunSettings {
+        target,
         load,
         duration: args.duration,
-        batch: args.batch,
-        format: args.format,
-        compression: args.compression,
+        batch,
         connections: args.connections,
         threads,
         timeout: args.timeout,
@@ -276,10 +362,10 @@ fn run_http(args: HttpArgs) -> anyhow::Result<bool> {
         requested_viewers: args.viewers,
         requested_time_compression: args.time_compression,
         slo_p99_ms: args.slo_p99_ms,
-        acked_log: args.acked_log,
+        acked_log,
     };
     settings.validate()?;
-    let report = runtime(threads)?.block_on(loadgen::run::run_http(
+    let report = runtime(threads)?.block_on(loadgen::run::run_load(
         &settings,
         per_viewer,
         audience.time_compression,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ramp::RampReport;
 use crate::run::PhaseResult;
-use crate::settings::HttpRunSettings;
+use crate::settings::{RunSettings, TargetSettings};
 use crate::stats::progress::thousands;
 use crate::stats::{HistogramError, LatencyHistogram, LatencySummary, MissedSends, Sample};
 use crate::workload::KindCounts;
@@ -52,9 +52,9 @@ pub enum ReportError {
 pub struct Report {
     pub tool: String,
     pub version: String,
-    /// What was loaded: `http` (the service end to end).
+    /// What was loaded: `http` (the service end to end) or `cassandra` (a baseline writer).
     pub target: String,
-    pub settings: HttpRunSettings,
+    pub settings: RunSettings,
     pub machine: Machine,
     /// When the run started, epoch ms.
     pub started_at_ms: i64,
@@ -177,7 +177,7 @@ impl EncodedHistogram {
 
 /// What the report is made of.
 pub struct RunFacts<'a> {
-    pub settings: &'a HttpRunSettings,
+    pub settings: &'a RunSettings,
     pub started_at_ms: i64,
     pub phases: &'a [PhaseResult],
     pub ramp: Option<RampReport>,
@@ -260,7 +260,7 @@ impl Report {
         Ok(Report {
             tool: "loadgen".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            target: "http".to_owned(),
+            target: settings.target.name().to_owned(),
             settings: settings.clone(),
             machine: Machine::this(),
             started_at_ms: facts.started_at_ms,
@@ -339,13 +339,28 @@ impl Report {
             crate::settings::LoadShape::Max => "closed loop (--max)".to_owned(),
             crate::settings::LoadShape::Ramp { .. } => "ramp".to_owned(),
         };
+        let destination = match &settings.target {
+            TargetSettings::Http {
+                url,
+                format,
+                compression,
+            } => format!(
+                "http {url}: {mode}, batch {} ({}, compression {})",
+                settings.batch,
+                format.content_type(),
+                compression.content_encoding().unwrap_or("none"),
+            ),
+            TargetSettings::Cassandra(cassandra) => format!(
+                "cassandra {} keyspace {}: {mode}, mode {}, batch {}",
+                cassandra.nodes.join(","),
+                cassandra.keyspace,
+                cassandra.mode.name(),
+                settings.batch,
+            ),
+        };
         let _ = writeln!(
             out,
-            "loadgen http {}: {mode}, batch {} ({}, compression {}), {} connections, {} viewers, {:.1} s",
-            settings.url,
-            settings.batch,
-            settings.format.content_type(),
-            settings.compression.content_encoding().unwrap_or("none"),
+            "loadgen {destination}, {} connections, {} viewers, {:.1} s",
             settings.connections,
             thousands(self.workload.viewers as f64),
             self.wall_seconds,
@@ -510,16 +525,18 @@ mod tests {
     use crate::settings::LoadShape;
     use crate::workload::WorkloadConfig;
 
-    fn settings() -> HttpRunSettings {
-        HttpRunSettings {
-            url: "http://127.0.0.1:8080".into(),
+    fn settings() -> RunSettings {
+        RunSettings {
+            target: TargetSettings::Http {
+                url: "http://127.0.0.1:8080".into(),
+                format: crate::http::BodyFormat::Ndjson,
+                compression: crate::http::Compression::Zstd,
+            },
             load: LoadShape::Rate {
                 events_per_sec: 2_000.0,
             },
             duration: Duration::from_secs(2),
             batch: 100,
-            format: crate::http::BodyFormat::Ndjson,
-            compression: crate::http::Compression::Zstd,
             connections: 2,
             threads: 2,
             timeout: Duration::from_secs(5),
@@ -579,6 +596,36 @@ mod tests {
             acked_log_events: Some(4_000),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_cassandra_report_names_its_target_and_round_trips() {
+        let mut settings = settings();
+        settings.target = TargetSettings::Cassandra(crate::cassandra::tests::example());
+        let phases = [phase(&[1, 2, 3], 0)];
+        let report = Report::build(RunFacts {
+            settings: &settings,
+            started_at_ms: 1_750_000_000_000,
+            phases: &phases,
+            ramp: None,
+            kinds: KindCounts::default(),
+            simulated: Duration::from_secs(200),
+            events_per_viewer_per_sec: 0.11,
+            planned_time_compression: None,
+            ts_origin_ms: 1_749_999_000_000,
+            acked_log_events: None,
+        })
+        .unwrap();
+        assert_eq!(report.target, "cassandra");
+        let json = serde_json::to_string(&report).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["settings"]["target"], "cassandra");
+        assert_eq!(value["settings"]["mode"], "best");
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+        assert!(report
+            .summary()
+            .starts_with("loadgen cassandra 127.0.0.1:9042 keyspace playpulse_loadgen"));
     }
 
     #[test]

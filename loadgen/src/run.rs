@@ -13,18 +13,22 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use wire::WireEvent;
+use wire::{PlaybackEvent, WireEvent};
 
 use crate::acked::{AckedEvent, AckedLogError, AckedLogWriter};
+use crate::cassandra::CassandraWriter;
 use crate::cpu::process_cpu_time;
-use crate::http::{compress, encode_events, BodyFormat, Compression, EventPoster, HttpError};
+use crate::http::{compress, encode_events, Compression, HttpError};
 use crate::ramp::{judge_step, saturation_point, RampReport, StepMeasurement, KEEP_UP_FRACTION};
 use crate::report::{Report, ReportError, RunFacts};
 use crate::schedule::{classify_send, Lateness, OpenSchedule};
-use crate::settings::{HttpRunSettings, LoadShape};
+use crate::settings::{LoadShape, RunSettings, TargetSettings};
 use crate::stats::{progress, HistogramError, Sample};
+use crate::target::{Payload, Target};
 use crate::workload::clock::{simulated_span, TimeAxis, ASSUMED_MAX_EVENTS_PER_SEC};
-use crate::workload::{empty_wire_event, Audience, KindCounts, WorkloadError, ZipfCatalog};
+use crate::workload::{
+    empty_wire_event, Audience, EventDraft, KindCounts, WorkloadError, ZipfCatalog,
+};
 
 /// Why a run stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +52,15 @@ pub enum RunError {
     /// The report cannot be built.
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// Cassandra cannot be reached, or its schema applied.
+    #[error(transparent)]
+    Cassandra(#[from] ingest::sink::cassandra::CassandraError),
 }
 
 /// Runs the load the settings describe, phase by phase, and reports it.
 /// `events_per_viewer_per_sec` is the model's rate (see [`crate::workload::events_per_viewer_per_sec`]).
-pub async fn run_http(
-    settings: &HttpRunSettings,
+pub async fn run_load(
+    settings: &RunSettings,
     events_per_viewer_per_sec: f64,
     planned_time_compression: Option<f64>,
     show_progress: bool,
@@ -66,7 +73,8 @@ pub async fn run_http(
     );
     let started_at_ms = wall_clock_ms();
     let axis = TimeAxis::ending_at(started_at_ms, span);
-    let mut runner = Runner::new(settings, catalog, axis, show_progress)?;
+    let target = connect(settings, show_progress).await?;
+    let mut runner = Runner::new(settings, target, catalog, axis, show_progress)?;
     // Ctrl-C ends the run early; what was measured so far is still reported.
     let interrupted = runner.stop_flag();
     let watcher = tokio::spawn(async move {
@@ -154,6 +162,23 @@ pub async fn run_http(
     })?)
 }
 
+/// The target of `settings`, connected (for Cassandra: the schema applied).
+pub async fn connect(settings: &RunSettings, show_progress: bool) -> Result<Target, RunError> {
+    if let Some(http) = Target::http(&settings.target, settings.connections, settings.timeout)? {
+        return Ok(http);
+    }
+    let TargetSettings::Cassandra(cassandra) = &settings.target else {
+        unreachable!("every target but Cassandra is HTTP");
+    };
+    let (writer, schema_steps) = CassandraWriter::connect(cassandra, settings.timeout).await?;
+    if show_progress {
+        for step in schema_steps {
+            eprintln!("schema: {step}");
+        }
+    }
+    Ok(Target::Cassandra(Arc::new(writer)))
+}
+
 /// One stretch of load at one rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhasePlan {
@@ -184,12 +209,10 @@ impl PhaseResult {
 pub struct Runner {
     /// Taken by the tasks of a phase and given back at its end.
     workers: Vec<Worker>,
-    poster: EventPoster,
+    target: Target,
     acked_log: Option<AckedLogWriter>,
     axis: TimeAxis,
     batch: usize,
-    format: BodyFormat,
-    compression: Compression,
     miss_slack: Duration,
     show_progress: bool,
     /// Set to end the run early (Ctrl-C): workers stop sending at their next turn.
@@ -198,7 +221,8 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        settings: &HttpRunSettings,
+        settings: &RunSettings,
+        target: Target,
         catalog: Arc<ZipfCatalog>,
         axis: TimeAxis,
         show_progress: bool,
@@ -218,13 +242,6 @@ impl Runner {
                 raw: Vec::new(),
             })
             .collect();
-        let poster = EventPoster::new(
-            &settings.url,
-            settings.connections,
-            settings.timeout,
-            settings.format,
-            settings.compression,
-        )?;
         let acked_log = settings
             .acked_log
             .as_deref()
@@ -232,12 +249,10 @@ impl Runner {
             .transpose()?;
         Ok(Runner {
             workers,
-            poster,
+            target,
             acked_log,
             axis,
             batch: settings.batch,
-            format: settings.format,
-            compression: settings.compression,
             miss_slack: settings.miss_slack,
             show_progress,
             stop: Arc::new(AtomicBool::new(false)),
@@ -254,15 +269,13 @@ impl Runner {
         let cpu_before = process_cpu_time().unwrap_or_default();
         let start = Instant::now() + Duration::from_millis(5);
         let context = Arc::new(PhaseContext {
-            poster: self.poster.clone(),
+            target: self.target.clone(),
             start,
             end: start + plan.duration,
             wall_start_ms: wall_clock_ms() + 5,
             rate: plan.rate,
             batch: self.batch,
             workers: self.workers.len(),
-            format: self.format,
-            compression: self.compression,
             miss_slack: self.miss_slack,
             axis: self.axis,
             acked: self.acked_log.as_ref().map(AckedLogWriter::sender),
@@ -343,7 +356,7 @@ impl Runner {
 
 /// What every worker of a phase shares (read only).
 struct PhaseContext {
-    poster: EventPoster,
+    target: Target,
     start: Instant,
     end: Instant,
     /// The wall clock at `start`, epoch ms.
@@ -351,8 +364,6 @@ struct PhaseContext {
     rate: Option<f64>,
     batch: usize,
     workers: usize,
-    format: BodyFormat,
-    compression: Compression,
     miss_slack: Duration,
     axis: TimeAxis,
     acked: Option<mpsc::Sender<Vec<AckedEvent>>>,
@@ -470,7 +481,7 @@ impl Worker {
             counters.requests_sent += 1;
             counters.events_sent += context.batch as u64;
             let answer = with_samples(
-                context.poster.post(body),
+                context.target.send(body),
                 &mut ticker,
                 &mut measured,
                 samples,
@@ -517,51 +528,84 @@ impl Worker {
         Ok(measured.total)
     }
 
-    /// Draws the next batch and encodes the request body.
+    /// Draws the next batch and prepares it for the target (for HTTP: encodes and compresses
+    /// the request body).
     fn prepare(
         &mut self,
         context: &PhaseContext,
         sent_at_ms: i64,
         interval: &mut Sample,
-    ) -> Result<Vec<u8>, RunError> {
+    ) -> Result<Payload, RunError> {
         let batch = context.batch;
-        if self.events.len() < batch {
-            self.events.resize_with(batch, empty_wire_event);
-        }
         self.ids.clear();
-        let keep_ids = context.acked.is_some();
-        for slot in &mut self.events[..batch] {
-            let draft = self
-                .audience
-                .next_event()
-                .expect("settings give every worker at least one viewer");
-            let mut ts = context.axis.ts(draft.at_ms);
-            if ts > sent_at_ms {
-                ts = sent_at_ms;
-                interval.counters.ts_clamped += 1;
+        match &context.target {
+            Target::Http {
+                format,
+                compression,
+                ..
+            } => {
+                if self.events.len() < batch {
+                    self.events.resize_with(batch, empty_wire_event);
+                }
+                let mut slots = std::mem::take(&mut self.events);
+                for slot in &mut slots[..batch] {
+                    let (draft, ts) = self.draw(context, sent_at_ms, interval);
+                    draft.fill_wire(slot, ts, Some(sent_at_ms));
+                }
+                self.events = slots;
+                encode_events(&self.events[..batch], *format, &mut self.raw)?;
+                let counters = &mut interval.counters;
+                counters.raw_bytes += self.raw.len() as u64;
+                let body = match compression {
+                    // Hand the buffer over instead of copying it; the next one starts at the
+                    // same size.
+                    Compression::None => {
+                        let capacity = self.raw.len();
+                        std::mem::replace(&mut self.raw, Vec::with_capacity(capacity))
+                    }
+                    compression => compress(&self.raw, *compression)?,
+                };
+                counters.body_bytes += body.len() as u64;
+                Ok(Payload::Body(body))
             }
-            draft.fill_wire(slot, ts, Some(sent_at_ms));
-            if keep_ids {
-                self.ids.push(AckedEvent {
-                    event_id: draft.event_id,
-                    user_id: draft.user_id,
-                    ts,
-                });
+            Target::Cassandra(_) => {
+                // The writer stands in for the server: it "receives" the events when it sends.
+                let events: Vec<PlaybackEvent> = (0..batch)
+                    .map(|_| {
+                        let (draft, ts) = self.draw(context, sent_at_ms, interval);
+                        draft.to_playback(ts, Some(sent_at_ms), sent_at_ms)
+                    })
+                    .collect();
+                Ok(Payload::Events(events))
             }
         }
-        encode_events(&self.events[..batch], context.format, &mut self.raw)?;
-        let counters = &mut interval.counters;
-        counters.raw_bytes += self.raw.len() as u64;
-        let body = match context.compression {
-            // Hand the buffer over instead of copying it; the next one starts at the same size.
-            Compression::None => {
-                let capacity = self.raw.len();
-                std::mem::replace(&mut self.raw, Vec::with_capacity(capacity))
-            }
-            compression => compress(&self.raw, compression)?,
-        };
-        counters.body_bytes += body.len() as u64;
-        Ok(body)
+    }
+
+    /// The next event of this worker's audience and its `ts` on the wall clock (never after
+    /// the send); its ids are kept for the acknowledged-events log.
+    fn draw(
+        &mut self,
+        context: &PhaseContext,
+        sent_at_ms: i64,
+        interval: &mut Sample,
+    ) -> (EventDraft, i64) {
+        let draft = self
+            .audience
+            .next_event()
+            .expect("settings give every worker at least one viewer");
+        let mut ts = context.axis.ts(draft.at_ms);
+        if ts > sent_at_ms {
+            ts = sent_at_ms;
+            interval.counters.ts_clamped += 1;
+        }
+        if context.acked.is_some() {
+            self.ids.push(AckedEvent {
+                event_id: draft.event_id,
+                user_id: draft.user_id,
+                ts,
+            });
+        }
+        (draft, ts)
     }
 
     /// The ids of the request just answered, without the ones the server rejected.

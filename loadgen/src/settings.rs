@@ -1,10 +1,12 @@
-//! The settings of an HTTP run, validated, as the report records them.
+//! The settings of a run (against the service over HTTP, or Cassandra directly), validated, as
+//! the report records them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cassandra::CassandraTargetSettings;
 use crate::http::{BodyFormat, Compression};
 use crate::workload::{duration_ms, WorkloadConfig};
 
@@ -41,6 +43,9 @@ pub enum SettingsError {
     /// Neither or both of --rate and --max.
     #[error("give exactly one of --rate EVENTS_PER_S or --max")]
     RateOrMax,
+    /// A Cassandra target setting that cannot be used; names its flag.
+    #[error("{flag} {message}")]
+    Cassandra { flag: &'static str, message: String },
 }
 
 /// How hard to push.
@@ -89,17 +94,40 @@ impl LoadShape {
     }
 }
 
+/// Where the load goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HttpRunSettings {
-    /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum TargetSettings {
+    /// `POST /v1/events` of a PlayPulse server.
+    Http {
+        /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
+        url: String,
+        format: BodyFormat,
+        compression: Compression,
+    },
+    /// Cassandra's `viewing_history` table, written directly (a baseline).
+    Cassandra(CassandraTargetSettings),
+}
+
+impl TargetSettings {
+    /// `http` or `cassandra`: the report's `target`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetSettings::Http { .. } => "http",
+            TargetSettings::Cassandra(_) => "cassandra",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    #[serde(flatten)]
+    pub target: TargetSettings,
     pub load: LoadShape,
     /// Length of a `--rate` or `--max` run (a ramp uses its step duration).
     #[serde(rename = "duration_ms", with = "duration_ms")]
     pub duration: Duration,
     pub batch: usize,
-    pub format: BodyFormat,
-    pub compression: Compression,
     pub connections: usize,
     /// Worker threads of the generator's runtime.
     pub threads: usize,
@@ -117,13 +145,16 @@ pub struct HttpRunSettings {
     pub acked_log: Option<PathBuf>,
 }
 
-impl HttpRunSettings {
+impl RunSettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         if !(1..=MAX_BATCH).contains(&self.batch) {
             return Err(SettingsError::Batch(self.batch));
         }
         if self.connections == 0 {
             return Err(SettingsError::Connections);
+        }
+        if let TargetSettings::Cassandra(cassandra) = &self.target {
+            cassandra.validate()?;
         }
         if self.workload.viewers < self.connections as u64 {
             return Err(SettingsError::FewerViewersThanConnections {
@@ -189,16 +220,18 @@ impl HttpRunSettings {
 mod tests {
     use super::*;
 
-    pub fn example() -> HttpRunSettings {
-        HttpRunSettings {
-            url: "http://127.0.0.1:8080".into(),
+    pub fn example() -> RunSettings {
+        RunSettings {
+            target: TargetSettings::Http {
+                url: "http://127.0.0.1:8080".into(),
+                format: BodyFormat::Json,
+                compression: Compression::None,
+            },
             load: LoadShape::Rate {
                 events_per_sec: 10_000.0,
             },
             duration: Duration::from_secs(10),
             batch: 1_000,
-            format: BodyFormat::Json,
-            compression: Compression::None,
             connections: 8,
             threads: 2,
             timeout: Duration::from_secs(10),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wire::{EventKind, WireEvent};
+use wire::{CountryCode, EventKind, PlaybackEvent, SmolStr, WireEvent};
 
 pub use session::{EventDraft, PlayerState, Viewer};
 pub use zipf::ZipfCatalog;
@@ -223,6 +223,30 @@ impl EventDraft {
         set_text(&mut wire.app_version, Some(self.app_version));
         set_text(&mut wire.country, Some(self.country));
         wire.received_at = None;
+    }
+
+    /// This event as the service stores it, for writers that skip the service (`loadgen
+    /// cassandra`): the same values the service would make of [`EventDraft::fill_wire`]'s.
+    pub fn to_playback(&self, ts: i64, sent_at: Option<i64>, received_at: i64) -> PlaybackEvent {
+        PlaybackEvent {
+            event_id: self.event_id,
+            session_id: self.session_id,
+            user_id: self.user_id,
+            content_id: self.content_id,
+            kind: self.kind,
+            ts,
+            sent_at,
+            received_at,
+            position_ms: self.position_ms,
+            duration_ms: self.duration_ms,
+            bitrate_kbps: self.bitrate_kbps,
+            buffer_ms: self.buffer_ms,
+            error_code: self.error_code.map(SmolStr::new_static),
+            device: Some(SmolStr::new_static(self.device)),
+            cdn: Some(SmolStr::new_static(self.cdn)),
+            app_version: Some(SmolStr::new_static(self.app_version)),
+            country: CountryCode::parse(self.country),
+        }
     }
 
     pub fn to_wire(&self, ts: i64, sent_at: Option<i64>) -> WireEvent {

@@ -91,6 +91,29 @@ pub fn is_transient(error: &ExecutionError) -> bool {
     }
 }
 
+/// A short, stable name for what went wrong, for error counts in reports and metrics.
+pub fn error_kind(error: &ExecutionError) -> &'static str {
+    match error {
+        ExecutionError::RequestTimeout(_) => "client_timeout",
+        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => "no_connection",
+        ExecutionError::PrepareError(_) => "prepare",
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::UnableToAllocStreamId => "no_stream_id",
+            RequestAttemptError::BrokenConnectionError(_) => "broken_connection",
+            RequestAttemptError::DbError(db_error, _) => match db_error {
+                DbError::Overloaded | DbError::RateLimitReached { .. } => "overloaded",
+                DbError::Unavailable { .. } => "unavailable",
+                DbError::WriteTimeout { .. } => "write_timeout",
+                DbError::ReadTimeout { .. } => "read_timeout",
+                DbError::Invalid | DbError::SyntaxError => "invalid_request",
+                _ => "server_error",
+            },
+            _ => "request_failed",
+        },
+        _ => "request_failed",
+    }
+}
+
 fn is_transient_attempt(error: &RequestAttemptError) -> bool {
     match error {
         RequestAttemptError::UnableToAllocStreamId

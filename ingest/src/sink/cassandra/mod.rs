@@ -18,12 +18,12 @@ mod statements;
 
 use std::sync::Arc;
 
-pub use config::{BatchLimits, CassandraConfig};
-pub use error::CassandraError;
+pub use config::{parse_consistency, ttl_seconds, BatchLimits, CassandraConfig};
+pub use error::{error_kind, CassandraError};
 pub use schema::{CompactionWindow, SchemaParams};
 pub use service::{RequestStats, RetryPolicy};
-pub use sink::CassandraSink;
-pub use statements::{history_token, DAYS_TABLE, HISTORY_TABLE};
+pub use sink::{replica_set_batches, CassandraSink};
+pub use statements::{history_token, insert_event_cql, EventRow, DAYS_TABLE, HISTORY_TABLE};
 
 /// Drops a keyspace and everything in it (tests and benchmarks clean up what they made).
 pub async fn drop_keyspace(

@@ -311,12 +311,12 @@ impl WritePlanner {
         let stale_days = self.days.stale(events, now);
         let mut requests = match (self.mode, &self.cluster) {
             (WriteMode::ConcurrentInserts, _) => (0..events.len()).map(Request::One).collect(),
-            (WriteMode::ReplicaBatches, Some(cluster)) => {
-                let mut replicas = ReplicaGroups::new(cluster, &self.keyspace);
-                into_requests(replica_batches(events, &self.limits, |event| {
-                    replicas.group_of(history_token(event.user_id, event.day()))
-                }))
-            }
+            (WriteMode::ReplicaBatches, Some(cluster)) => into_requests(replica_set_batches(
+                cluster,
+                &self.keyspace,
+                events,
+                &self.limits,
+            )),
             (WriteMode::PartitionBatches | WriteMode::ReplicaBatches, _) => {
                 into_requests(partition_batches(events, &self.limits))
             }
@@ -372,6 +372,21 @@ fn partition_batches(events: &[PlaybackEvent], limits: &BatchLimits) -> Vec<Vec<
         groups.push(current);
     }
     groups
+}
+
+/// The rows of `events` (by index) in groups, one UNLOGGED batch each: rows whose
+/// `viewing_history` partitions live on the same replicas, as `replica_batches` mode sends
+/// them. Public for baseline writers (`loadgen cassandra --mode best`) that must group alike.
+pub fn replica_set_batches(
+    cluster: &ClusterState,
+    keyspace: &str,
+    events: &[PlaybackEvent],
+    limits: &BatchLimits,
+) -> Vec<Vec<usize>> {
+    let mut replicas = ReplicaGroups::new(cluster, keyspace);
+    replica_batches(events, limits, |event| {
+        replicas.group_of(history_token(event.user_id, event.day()))
+    })
 }
 
 /// One group per replica set (rows whose partitions live on the same nodes, as the Spark

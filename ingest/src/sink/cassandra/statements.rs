@@ -51,6 +51,12 @@ pub fn ddl(cql: &str) -> Statement {
 /// For tests and benchmarks that make a keyspace of their own.
 const DROP_KEYSPACE: &str = "DROP KEYSPACE IF EXISTS {ks}";
 
+/// The sink's event INSERT for `keyspace` (with `USING TTL ?`), for writers that bind
+/// [`EventRow`]s themselves.
+pub fn insert_event_cql(keyspace: &str) -> String {
+    render(INSERT_EVENT, keyspace)
+}
+
 pub fn drop_keyspace_cql(keyspace: &str) -> String {
     render(DROP_KEYSPACE, keyspace)
 }
