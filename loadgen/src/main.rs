@@ -198,7 +198,9 @@ struct VerifyArgs {
 
 #[derive(Args)]
 struct PlanArgs {
-    /// A report of `loadgen http` (repeatable); the lowest rate at the SLO is used.
+    /// A report (repeatable): `loadgen http` or `bench pipeline|http` for the ingest rate (the
+    /// lowest at the SLO is used), `loadgen cassandra` or `bench cassandra` for the Cassandra
+    /// rows/s per node (the highest) and bytes per event on disk.
     #[arg(long = "report", value_name = "FILE")]
     reports: Vec<PathBuf>,
     /// Target rate.
@@ -218,14 +220,15 @@ struct PlanArgs {
     /// Overrides the reports' rate.
     #[arg(long)]
     ingest_events_per_sec_per_node: Option<f64>,
-    /// Replica rows/s one Cassandra node takes at the SLO [default: 50000, DESIGN.md's low
-    /// anchor].
+    /// Replica rows/s one Cassandra node takes at the SLO [default: from Cassandra reports, else
+    /// 50000, DESIGN.md's low anchor].
     #[arg(long)]
     cassandra_rows_per_sec_per_node: Option<f64>,
     /// Events packed into one row (1: a row per event).
     #[arg(long, default_value_t = 1.0)]
     events_per_row: f64,
-    /// Bytes per event on disk per replica after compaction [default: 80, DESIGN.md's target].
+    /// Bytes per event on disk per replica after compaction [default: from a bench cassandra
+    /// report, else 80, DESIGN.md's target].
     #[arg(long)]
     bytes_per_event: Option<f64>,
     /// [default: from the reports' workload, else 0.1 (a heartbeat every 10 s)].
@@ -431,19 +434,23 @@ fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
     };
     let rows_per_node = match args.cassandra_rows_per_sec_per_node {
         Some(rate) => Input::new(rate, "rows/s", flag("cassandra-rows-per-sec-per-node")),
-        None => Input::new(
-            plan::DEFAULT_CASSANDRA_ROWS_PER_SEC_PER_NODE,
-            "rows/s",
-            "assumed: low end of DESIGN.md's 50-150k single-row inserts/s per small node; measure with bench cassandra",
-        ),
+        None => plan::cassandra_rate_from(&measurements).unwrap_or_else(|| {
+            Input::new(
+                plan::DEFAULT_CASSANDRA_ROWS_PER_SEC_PER_NODE,
+                "rows/s",
+                "assumed: low end of DESIGN.md's 50-150k single-row inserts/s per small node; measure with loadgen cassandra or bench cassandra",
+            )
+        }),
     };
     let bytes_per_event = match args.bytes_per_event {
         Some(bytes) => Input::new(bytes, "bytes", flag("bytes-per-event")),
-        None => Input::new(
-            plan::DEFAULT_BYTES_PER_EVENT,
-            "bytes",
-            "assumed: DESIGN.md's target per Cassandra replica after compaction; measure with bench",
-        ),
+        None => plan::bytes_per_event_from(&measurements).unwrap_or_else(|| {
+            Input::new(
+                plan::DEFAULT_BYTES_PER_EVENT,
+                "bytes",
+                "assumed: DESIGN.md's target per Cassandra replica after compaction; measure with bench cassandra",
+            )
+        }),
     };
     // Says whether a number came from the command line or is the documented default.
     let given_or_default = |name: &str, default: &str| {

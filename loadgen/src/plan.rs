@@ -41,7 +41,7 @@ pub enum PlanError {
     #[error("report {path}: {message}")]
     Report { path: PathBuf, message: String },
     /// Nothing says how fast an ingest node is.
-    #[error("no ingest rate: give --report FILE (a loadgen http report) or --ingest-events-per-sec-per-node")]
+    #[error("no ingest rate: give --report FILE (a loadgen http report or a bench pipeline/http report) or --ingest-events-per-sec-per-node")]
     NoIngestRate,
     /// An input out of its range.
     #[error("{name} {rule}, got {value}")]
@@ -396,6 +396,12 @@ pub struct Measurement {
     pub at_slo: Option<(f64, String)>,
     pub events_per_viewer_per_sec: Option<f64>,
     pub cpus: Option<u64>,
+    /// Rows/s one Cassandra node took: a `loadgen cassandra` report's rate (one row per
+    /// event), or `cassandra_rows_per_sec_per_node` of a `bench cassandra` report.
+    pub cassandra_rows_per_sec: Option<f64>,
+    /// `bytes_per_event_on_disk` of a `bench cassandra` report (one replica, after a flush and
+    /// a major compaction).
+    pub bytes_per_event_on_disk: Option<f64>,
 }
 
 /// Reads the fields the plan needs from a report (a loadgen report, or any JSON with
@@ -420,14 +426,68 @@ pub fn read_measurement(path: &Path) -> Result<Measurement, PlanError> {
         (None, Some(true), Some(slo)) => Some((events_per_sec, format!("run met p99 <= {slo} ms"))),
         _ => None,
     };
+    let target = value["target"].as_str().unwrap_or("http").to_owned();
+    let cassandra_rows_per_sec = value["cassandra_rows_per_sec_per_node"]
+        .as_f64()
+        .or_else(|| {
+            (target == "cassandra")
+                .then(|| at_slo.as_ref().map_or(events_per_sec, |(rate, _)| *rate))
+        });
     Ok(Measurement {
         path: path.to_owned(),
-        target: value["target"].as_str().unwrap_or("http").to_owned(),
+        target,
         events_per_sec,
         at_slo,
         events_per_viewer_per_sec: value["workload"]["events_per_viewer_per_sec"].as_f64(),
         cpus: value["machine"]["cpus"].as_u64(),
+        cassandra_rows_per_sec,
+        bytes_per_event_on_disk: value["bytes_per_event_on_disk"].as_f64(),
     })
+}
+
+/// Rows/s per Cassandra node from the reports: the highest measured. A node's capacity is
+/// what its best client got out of it; slower clients measured their own technique (and on
+/// this kind of machine, share its cores with the node).
+pub fn cassandra_rate_from(measurements: &[Measurement]) -> Option<Input> {
+    measurements
+        .iter()
+        .filter_map(|m| m.cassandra_rows_per_sec.map(|rate| (rate, m)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(rate, m)| {
+            let how = match &m.at_slo {
+                Some((_, how)) if m.target == "cassandra" => how.clone(),
+                _ => "the fastest writer's throughput".to_owned(),
+            };
+            Input::new(
+                rate,
+                "rows/s",
+                format!(
+                    "measured: {how} in {}{}",
+                    m.path.display(),
+                    m.cpus
+                        .map(|cpus| format!(" ({cpus} CPUs shared by client and node)"))
+                        .unwrap_or_default()
+                ),
+            )
+        })
+}
+
+/// Bytes per event on disk from the reports: the largest measured (the conservative one).
+pub fn bytes_per_event_from(measurements: &[Measurement]) -> Option<Input> {
+    measurements
+        .iter()
+        .filter_map(|m| m.bytes_per_event_on_disk.map(|bytes| (bytes, m)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(bytes, m)| {
+            Input::new(
+                bytes,
+                "bytes",
+                format!(
+                    "measured: after a flush and a major compaction, in {}",
+                    m.path.display()
+                ),
+            )
+        })
 }
 
 /// The ingest rate per node from the reports: the lowest rate at an SLO if any report has one
@@ -641,6 +701,8 @@ mod tests {
             at_slo: at_slo.map(|r| (r, "ramp".to_owned())),
             events_per_viewer_per_sec: None,
             cpus: Some(2),
+            cassandra_rows_per_sec: None,
+            bytes_per_event_on_disk: None,
         };
         let rate = ingest_rate_from(&[
             measurement(500_000.0, None),
@@ -670,5 +732,60 @@ mod tests {
             back.for_history.cassandra_nodes,
             plan.for_history.cassandra_nodes
         );
+    }
+
+    fn write_report(dir: &Path, name: &str, json: serde_json::Value) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn cassandra_reports_give_the_node_rate_and_the_bytes_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let loadgen = write_report(
+            dir.path(),
+            "best.json",
+            serde_json::json!({
+                "target": "cassandra",
+                "events_per_sec": 30_000.0,
+                "slo": {"p99_ms": 50.0, "met": true},
+                "machine": {"cpus": 2},
+            }),
+        );
+        let bench = write_report(
+            dir.path(),
+            "bench-cassandra.json",
+            serde_json::json!({
+                "target": "cassandra",
+                "events_per_sec": 20_000.0,
+                "cassandra_rows_per_sec_per_node": 25_000.0,
+                "bytes_per_event_on_disk": 61.5,
+            }),
+        );
+        let http = write_report(
+            dir.path(),
+            "http.json",
+            serde_json::json!({"target": "http", "events_per_sec": 300_000.0}),
+        );
+        let measurements: Vec<Measurement> = [&loadgen, &bench, &http]
+            .iter()
+            .map(|path| read_measurement(path).unwrap())
+            .collect();
+        let rows = cassandra_rate_from(&measurements).unwrap();
+        assert_eq!(rows.value, 30_000.0);
+        assert!(
+            rows.source.contains("run met p99 <= 50 ms"),
+            "{}",
+            rows.source
+        );
+        assert!(rows.source.contains("best.json"));
+        let bytes = bytes_per_event_from(&measurements).unwrap();
+        assert_eq!(bytes.value, 61.5);
+        assert!(bytes.source.contains("bench-cassandra.json"));
+        // A Cassandra baseline says nothing about how fast the service ingests.
+        assert_eq!(ingest_rate_from(&measurements).unwrap().value, 300_000.0);
+        assert_eq!(cassandra_rate_from(&measurements[2..]), None);
+        assert_eq!(bytes_per_event_from(&measurements[2..]), None);
     }
 }
