@@ -1,464 +1,564 @@
-//! The Cassandra write modes, measured: the same events, in batches as the pipeline forms them,
-//! written through `CassandraSink` directly (no HTTP, no parsing) once per write mode, into a
-//! keyspace of its own that is dropped afterwards. Reports rows/s and CPU per row of this
-//! process and of the Cassandra server (its pid file under `ENGINES_DIR`).
+//! The Cassandra path against its baselines, on the same node in one run, each into a keyspace
+//! of its own with the same `viewing_history` table:
 //!
-//! Goal: the best mode reaches `--target` rows/s (default 50,000: the low end of a small node's
-//! single-row insert rate in DESIGN.md, with the client on the same 2 cores).
+//! 1. `pipeline`: the service's hot path in process (parse + validate + batch + the Cassandra
+//!    sink in its default write mode), fed JSON bodies as the HTTP handler is;
+//! 2. `loadgen cassandra --mode best`: the fastest raw writer we built with the driver;
+//! 3. `loadgen cassandra --mode per-event`: one INSERT awaited at a time per connection;
+//! 4. latte (`bench/latte/viewing_history.rn`): the fastest public Cassandra load tool.
+//!
+//! Every writer runs closed loop for `--duration`. Reports rows/s, the ratios between them,
+//! CPU per row of each client and of the Cassandra server, then flushes and major-compacts the
+//! pipeline's keyspace through `engines/nodetool` and reports bytes per event on disk, and the
+//! peak RSS of this process (service and its in-process clients) and of the server.
+//!
+//! Target (DESIGN.md): the pipeline's rows/s >= latte's against the same node in the same run.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::Context;
-use hdrhistogram::Histogram;
-use ingest::config::{Settings, WriteMode};
-use ingest::sink::cassandra::{self, CassandraConfig, CassandraSink};
-use ingest::sink::EventSink;
-use ingest::telemetry::Metrics;
+use anyhow::{bail, Context};
+use ingest::config::{Overrides, Settings, SinkKind};
+use ingest::sink::cassandra::{self, CassandraConfig};
 use serde_json::json;
-use tokio::task::JoinSet;
 use uuid::Uuid;
-use wire::{CountryCode, EventKind, PlaybackEvent};
 
-use crate::report::{LatencyMs, Outcome};
+use crate::latte::{self, LatteRun};
+use crate::pipeline::{self, Driven};
+use crate::report::{self, LatencyMs, Outcome};
+use crate::server;
+use crate::Common;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Events written per mode.
-    #[arg(long, default_value_t = 300_000)]
-    events: usize,
-    /// Events per batch handed to the sink (the pipeline's batch_max_events).
-    #[arg(long, default_value_t = 8192)]
+    #[command(flatten)]
+    common: Common,
+    /// Each writer first runs this long unmeasured, into its own keyspace: the node's JIT,
+    /// caches and connection pools warm for it, as latte's `--warmup` does.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// The Cassandra node every writer uses.
+    #[arg(long, default_value = "127.0.0.1:9042")]
+    node: String,
+    /// Pipeline: requests in flight at once (in-process clients).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Pipeline and `best`: events per request.
+    #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Batches in the sink at once (pipeline shards x max_in_flight_batches).
-    #[arg(long, default_value_t = 4)]
-    concurrent_batches: usize,
-    /// Distinct viewers.
-    #[arg(long, default_value_t = 30_000)]
+    /// Distinct viewers (partitions are per viewer and day).
+    #[arg(long, default_value_t = 100_000)]
     viewers: u64,
-    /// Events of one viewer in one batch (a few heartbeats of one partition).
-    #[arg(long, default_value_t = 3)]
-    events_per_partition: usize,
-    /// Write modes to measure, in this order.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "concurrent-inserts,partition-batches,replica-batches"
-    )]
-    modes: Vec<Mode>,
-    /// Times to measure every mode, interleaved (A B C A B C ...), so load from elsewhere on
-    /// the machine falls on all modes alike; each mode reports its median round.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
-    /// Connections the driver opens to the node.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
-    /// Rows per batch at most (partition and replica batches).
+    /// `best`: workers, each with one request in flight.
+    #[arg(long, default_value_t = 8)]
+    best_connections: usize,
+    /// `per-event`: workers, each awaiting one INSERT at a time.
+    #[arg(long, default_value_t = 128)]
+    per_event_connections: usize,
+    /// latte: threads, and requests in flight per thread.
+    #[arg(long, default_value_t = 2)]
+    latte_threads: usize,
+    #[arg(long, default_value_t = 128)]
+    latte_concurrency: usize,
+    /// Measure without latte (it is not installed, say); the target is then not judged.
     #[arg(long)]
-    max_batch_rows: Option<usize>,
-    /// The best mode must reach this many rows/s.
-    #[arg(long, default_value_t = 50_000.0)]
-    target: f64,
-    /// A configuration profile ([cassandra] nodes, consistency, max_in_flight_requests, ...).
+    skip_latte: bool,
+    /// Keep the keyspaces afterwards (to look at the SSTables).
     #[arg(long)]
-    config: Option<PathBuf>,
-    /// The Cassandra server's pid file, for its CPU time.
+    keep_keyspaces: bool,
+    /// The Cassandra server's pid file, for its CPU time and RSS.
     #[arg(
         long,
         default_value = ".engines/run/cassandra.pid",
         env = "CASSANDRA_PID_FILE"
     )]
     cassandra_pid_file: PathBuf,
-    /// Write the figures as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    /// The node's data directory (`data_file_directories`), for bytes on disk.
+    #[arg(long, default_value = ".engines/cassandra/data")]
+    cassandra_data_dir: PathBuf,
+    /// nodetool, for flush and compaction (needs the node started with CASSANDRA_JMX_PORT).
+    #[arg(long, default_value = "engines/nodetool")]
+    nodetool: PathBuf,
+    /// The latte workload.
+    #[arg(long, default_value = "bench/latte/viewing_history.rn")]
+    latte_workload: PathBuf,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    ConcurrentInserts,
-    PartitionBatches,
-    ReplicaBatches,
+/// One writer's figures.
+struct Writer {
+    name: &'static str,
+    rows: u64,
+    seconds: f64,
+    errors: u64,
+    /// What "latency" is for this writer (a request is not the same thing for each).
+    latency_of: &'static str,
+    latency: LatencyMs,
+    client_cpu_seconds: Option<f64>,
+    server_cpu_seconds: Option<f64>,
 }
 
-impl Mode {
-    fn write_mode(self) -> WriteMode {
-        match self {
-            Mode::ConcurrentInserts => WriteMode::ConcurrentInserts,
-            Mode::PartitionBatches => WriteMode::PartitionBatches,
-            Mode::ReplicaBatches => WriteMode::ReplicaBatches,
-        }
+impl Writer {
+    fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.seconds.max(1e-9)
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Mode::ConcurrentInserts => "concurrent_inserts",
-            Mode::PartitionBatches => "partition_batches",
-            Mode::ReplicaBatches => "replica_batches",
-        }
-    }
-}
-
-/// A splitmix64 generator: the same events every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn us_per_row(&self, cpu: Option<f64>) -> Option<f64> {
+        cpu.map(|cpu| cpu * 1e6 / self.rows.max(1) as f64)
     }
 
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-}
-
-const DEVICES: [&str; 5] = ["tv", "ios", "android", "web", "console"];
-const CDNS: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
-const COUNTRIES: [&str; 6] = ["US", "GB", "DE", "JP", "BR", "IN"];
-
-/// Batches like the pipeline's: each holds `batch / events_per_partition` viewers picked at
-/// random, each with a few consecutive heartbeats, all within the last hour.
-fn generate(args: &Args, seed: u64) -> Vec<Arc<Vec<PlaybackEvent>>> {
-    let mut rng = Rng(seed);
-    let now = ingest::now_ms();
-    let per_partition = args.events_per_partition.max(1);
-    let mut batches = Vec::new();
-    let mut made = 0;
-    while made < args.events {
-        let size = args.batch.min(args.events - made);
-        let mut batch = Vec::with_capacity(size);
-        while batch.len() < size {
-            let user_id = 1 + rng.below(args.viewers);
-            let session_id = Uuid::from_u64_pair(user_id, rng.next());
-            let content_id = rng.below(50_000);
-            let start = now - 3_600_000 + rng.below(3_000_000) as i64;
-            let device = DEVICES[rng.below(DEVICES.len() as u64) as usize];
-            for i in 0..per_partition.min(size - batch.len()) {
-                let ts = start + 10_000 * i as i64;
-                batch.push(PlaybackEvent {
-                    event_id: Uuid::from_u64_pair(rng.next(), rng.next()),
-                    session_id,
-                    user_id,
-                    content_id,
-                    kind: EventKind::Heartbeat,
-                    ts,
-                    sent_at: Some(ts + 50),
-                    received_at: ts + 120,
-                    position_ms: 60_000 + 10_000 * i as u64,
-                    duration_ms: Some(5_400_000),
-                    bitrate_kbps: Some(4_500),
-                    buffer_ms: None,
-                    error_code: None,
-                    device: Some(device.into()),
-                    cdn: Some(CDNS[(user_id % 3) as usize].into()),
-                    app_version: Some("5.2.1".into()),
-                    country: CountryCode::parse(COUNTRIES[(user_id % 6) as usize]),
-                });
-            }
-        }
-        made += batch.len();
-        batches.push(Arc::new(batch));
-    }
-    batches
-}
-
-/// One event per viewer: writes every viewer's day row before the clock starts, as a running
-/// service has (it rewrites a day row once an hour, not once per batch).
-fn warm_up_batches(args: &Args) -> Vec<Arc<Vec<PlaybackEvent>>> {
-    let now = ingest::now_ms();
-    let events: Vec<PlaybackEvent> = (1..=args.viewers)
-        .map(|user_id| PlaybackEvent {
-            event_id: Uuid::from_u64_pair(user_id, 0),
-            session_id: Uuid::from_u64_pair(user_id, 0),
-            user_id,
-            content_id: 1,
-            kind: EventKind::Start,
-            ts: now - 3_700_000,
-            sent_at: None,
-            received_at: now,
-            position_ms: 0,
-            duration_ms: None,
-            bitrate_kbps: None,
-            buffer_ms: None,
-            error_code: None,
-            device: None,
-            cdn: None,
-            app_version: None,
-            country: None,
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "rows": self.rows,
+            "seconds": self.seconds,
+            "rows_per_sec": self.rows_per_sec(),
+            "errors": self.errors,
+            "latency_of": self.latency_of,
+            "latency_ms": self.latency,
+            "client_cpu_seconds": self.client_cpu_seconds,
+            "client_cpu_us_per_row": self.us_per_row(self.client_cpu_seconds),
+            "server_cpu_seconds": self.server_cpu_seconds,
+            "server_cpu_us_per_row": self.us_per_row(self.server_cpu_seconds),
         })
-        .collect();
-    events
-        .chunks(args.batch.max(1))
-        .map(|chunk| Arc::new(chunk.to_vec()))
-        .collect()
-}
-
-/// The round of `mode` with the median rows/s (the lower middle one for an even count).
-fn median_round(rounds: &[serde_json::Value], mode: &str) -> serde_json::Value {
-    let mut of_mode: Vec<&serde_json::Value> = rounds
-        .iter()
-        .filter(|round| round["mode"] == mode)
-        .collect();
-    of_mode.sort_by(|a, b| {
-        a["rows_per_sec"]
-            .as_f64()
-            .partial_cmp(&b["rows_per_sec"].as_f64())
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    of_mode
-        .get(of_mode.len().saturating_sub(1) / 2)
-        .map_or(serde_json::Value::Null, |round| (*round).clone())
-}
-
-/// The machine's 1-minute load average: how much else ran beside the benchmark.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// CPU seconds (user + system, all threads) of a process, from `/proc/<pid>/stat`.
-fn cpu_seconds(stat_path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name; 100 Hz.
-    Some((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-fn cassandra_stat_path(pid_file: &PathBuf) -> Option<String> {
-    let pid = std::fs::read_to_string(pid_file).ok()?;
-    let path = format!("/proc/{}/stat", pid.trim());
-    std::path::Path::new(&path).exists().then_some(path)
-}
-
-/// Writes the batches with `concurrent` in the sink at once; returns batch latencies (µs) and
-/// the number of failed batches.
-async fn write_all(
-    sink: &Arc<CassandraSink>,
-    batches: &[Arc<Vec<PlaybackEvent>>],
-    concurrent: usize,
-) -> (Histogram<u64>, u64) {
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
-    let mut failed = 0;
-    let mut running = JoinSet::new();
-    let mut record = |joined: Result<(Duration, bool), tokio::task::JoinError>| match joined {
-        Ok((took, ok)) => {
-            let _ = latency.record(took.as_micros() as u64);
-            if !ok {
-                failed += 1;
-            }
-        }
-        Err(_) => failed += 1,
-    };
-    for (lane, batch) in batches.iter().enumerate() {
-        if running.len() >= concurrent.max(1) {
-            if let Some(joined) = running.join_next().await {
-                record(joined);
-            }
-        }
-        let (sink, batch) = (sink.clone(), batch.clone());
-        running.spawn(async move {
-            let started = Instant::now();
-            let result = sink.write(lane % 2, batch).await;
-            if let Err(error) = &result {
-                eprintln!("  batch failed: {error}");
-            }
-            (started.elapsed(), result.is_ok())
-        });
     }
-    while let Some(joined) = running.join_next().await {
-        record(joined);
+
+    fn print(&self) {
+        let us = |cpu: Option<f64>| {
+            self.us_per_row(cpu)
+                .map_or("?".to_owned(), |us| format!("{us:.1}"))
+        };
+        println!(
+            "  {:<10} {:>9.0} rows/s  {:>9} rows  errors {:<4} client {:>6} µs/row  server {:>6} µs/row  {} p50 {:.2} ms p99 {:.2} ms",
+            self.name,
+            self.rows_per_sec(),
+            self.rows,
+            self.errors,
+            us(self.client_cpu_seconds),
+            us(self.server_cpu_seconds),
+            self.latency_of,
+            self.latency.p50,
+            self.latency.p99,
+        );
     }
-    (latency, failed)
+}
+
+/// The Cassandra server's CPU seconds between two reads.
+struct ServerCpu(Option<String>);
+
+impl ServerCpu {
+    fn now(&self) -> Option<f64> {
+        self.0.as_deref().and_then(report::cpu_seconds_of)
+    }
+}
+
+fn keyspace(run: &str, writer: &str) -> String {
+    format!("pp_bench_{run}_{writer}")
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
-    let settings = Settings::load(
-        args.config.as_deref(),
-        std::env::vars(),
-        &Default::default(),
-    )?;
-    let mut base = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
-    base.keyspace = format!("pp_bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    base.connections_per_node = args.connections.max(1);
-    if let Some(rows) = args.max_batch_rows {
-        base.batch_limits.max_rows = rows.max(1);
-    }
-    let (session, _report) = cassandra::apply_schema(&base)
-        .await
-        .with_context(|| format!("cannot apply the schema on {}", base.nodes.join(",")))?;
-    let cassandra_stat = cassandra_stat_path(&args.cassandra_pid_file);
-    if cassandra_stat.is_none() {
+    let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let server = ServerCpu(report::pid_stat_path(&args.cassandra_pid_file));
+    if server.0.is_none() {
         eprintln!(
-            "cassandra-writes: no live pid in {} (set --cassandra-pid-file): server CPU not measured",
+            "cassandra: no live pid in {} (--cassandra-pid-file): server CPU and RSS not measured",
             args.cassandra_pid_file.display()
         );
     }
-    let batches = generate(&args, 0x5eed);
-    let events: usize = batches.iter().map(|batch| batch.len()).sum();
-    eprintln!(
-        "cassandra-writes: {events} events per mode in batches of {}, {} batches at once, {} viewers, {} events per partition per batch; keyspace {}, consistency {:?}, {} requests in flight, {} connection(s)",
-        args.batch,
-        args.concurrent_batches,
-        args.viewers,
-        args.events_per_partition,
-        base.keyspace,
-        base.consistency,
-        base.max_in_flight_requests,
-        base.connections_per_node,
-    );
-
-    let mut rounds = Vec::new();
-    for round in 0..args.rounds.max(1) {
-        for mode in &args.modes {
-            let mut config = base.clone();
-            config.write_mode = mode.write_mode();
-            let sink = Arc::new(
-                CassandraSink::with_session(session.clone(), config, Arc::new(Metrics::default()))
-                    .await?,
-            );
-            // Not timed: day rows for every viewer, and the node's JIT warmed for this mode.
-            let (_, warm_up_failed) =
-                write_all(&sink, &warm_up_batches(&args), args.concurrent_batches).await;
-            anyhow::ensure!(warm_up_failed == 0, "the warm-up writes failed");
-
-            let requests_before = sink.request_stats();
-            let client_before = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
-            let server_before = cassandra_stat.as_deref().and_then(cpu_seconds);
-            let load_before = load_average();
-            let started = Instant::now();
-            let (latency, failed) = write_all(&sink, &batches, args.concurrent_batches).await;
-            let seconds = started.elapsed().as_secs_f64();
-            let client_cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - client_before;
-            let server_cpu = match (
-                server_before,
-                cassandra_stat.as_deref().and_then(cpu_seconds),
-            ) {
-                (Some(before), Some(after)) => Some(after - before),
-                _ => None,
-            };
-            let requests = sink.request_stats();
-            let attempts = requests.attempts - requests_before.attempts;
-            let retries = requests.retries - requests_before.retries;
-            let rows_per_sec = events as f64 / seconds;
-            let per_row_us = |cpu: f64| cpu * 1e6 / events as f64;
-            let latency = LatencyMs::from_micros(&latency);
-            println!(
-            "{round} {:<19} {:>9.0} rows/s  client {:>5.1} µs/row  server {:>6} µs/row  {:>6} requests ({:.1} rows each), {retries} retries, {failed} failed batches;  batch ms p50 {:.1} p99 {:.1};  load {:.1}",
-            mode.name(),
-            rows_per_sec,
-            per_row_us(client_cpu),
-            server_cpu.map_or("?".into(), |cpu| format!("{:.1}", per_row_us(cpu))),
-            attempts,
-            events as f64 / attempts.max(1) as f64,
-            latency.p50,
-            latency.p99,
-            load_average().unwrap_or(0.0),
-        );
-            rounds.push(json!({
-                "round": round,
-                "mode": mode.name(),
-                "rows": events,
-                "seconds": seconds,
-                "rows_per_sec": rows_per_sec,
-                "client_cpu_seconds": client_cpu,
-                "client_cpu_us_per_row": per_row_us(client_cpu),
-                "server_cpu_seconds": server_cpu,
-                "server_cpu_us_per_row": server_cpu.map(per_row_us),
-                "requests": attempts,
-                "rows_per_request": events as f64 / attempts.max(1) as f64,
-                "retries": retries,
-                "failed_batches": failed,
-                "batch_latency_ms": latency,
-                "load_average_1m": [load_before, load_average()],
-            }));
-        }
+    // Fail before measuring anything when a tool is missing.
+    nodetool(&args.nodetool, &["version"]).context(
+        "nodetool cannot reach the node: start it with JMX, e.g. \
+         `engines/down cassandra; CASSANDRA_JMX_PORT=7199 engines/up cassandra`",
+    )?;
+    if !args.skip_latte {
+        latte::find_latte()?;
     }
-    let results: Vec<serde_json::Value> = args
-        .modes
-        .iter()
-        .map(|mode| median_round(&rounds, mode.name()))
-        .collect();
-    if args.rounds > 1 {
-        println!("median round of each mode:");
-        for result in &results {
-            println!(
-                "  {:<19} {:>9.0} rows/s  client {:>5.1} µs/row  server {:>6} µs/row",
-                result["mode"].as_str().unwrap_or("?"),
-                result["rows_per_sec"].as_f64().unwrap_or(0.0),
-                result["client_cpu_us_per_row"].as_f64().unwrap_or(0.0),
-                result["server_cpu_us_per_row"]
-                    .as_f64()
-                    .map_or("?".into(), |us| format!("{us:.1}")),
-            );
-        }
-    }
-    if let Err(error) = cassandra::drop_keyspace(&session, &base.keyspace).await {
-        eprintln!(
-            "cassandra-writes: cannot drop keyspace {}: {error}",
-            base.keyspace
-        );
-    }
-
-    let best = results
-        .iter()
-        .filter(|result| result["failed_batches"] == 0)
-        .max_by(|a, b| {
-            a["rows_per_sec"]
-                .as_f64()
-                .partial_cmp(&b["rows_per_sec"].as_f64())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        })
-        .cloned();
-    let best_rate = best
-        .as_ref()
-        .and_then(|best| best["rows_per_sec"].as_f64())
-        .unwrap_or(0.0);
-    let met = best_rate >= args.target;
+    let bin = server::build_binaries()?;
+    let duration = args.common.duration;
     println!(
-        "best: {} at {best_rate:.0} rows/s (target {:.0})",
-        best.as_ref()
-            .map_or("none", |best| best["mode"].as_str().unwrap_or("?")),
-        args.target
+        "cassandra: node {}, {:?} per writer, closed loop, {} viewers, load average {:.1}",
+        args.node,
+        duration,
+        args.viewers,
+        report::load_average().unwrap_or(0.0)
     );
+    let mut writers = Vec::new();
+    let mut keyspaces = Vec::new();
+
+    // 1. The pipeline on the Cassandra sink.
+    let pipeline_keyspace = keyspace(&run_id, "pipeline");
+    keyspaces.push(pipeline_keyspace.clone());
+    let (pipeline_writer, peak_rss) = run_pipeline(&args, &pipeline_keyspace, &server).await?;
+    pipeline_writer.print();
+    writers.push(pipeline_writer);
+    let storage = measure_storage(&args, &pipeline_keyspace, writers[0].rows)?;
+
+    // 2, 3. loadgen's baselines.
+    for (mode, connections, batch) in [
+        ("best", args.best_connections, args.batch),
+        ("per-event", args.per_event_connections, 1),
+    ] {
+        let ks = keyspace(&run_id, &mode.replace('-', "_"));
+        keyspaces.push(ks.clone());
+        let writer = run_loadgen(&args, &bin, mode, connections, batch, &ks, &server).await?;
+        writer.print();
+        writers.push(writer);
+    }
+
+    // 4. latte.
+    if !args.skip_latte {
+        let ks = keyspace(&run_id, "latte");
+        keyspaces.push(ks.clone());
+        let writer = run_latte(&args, &ks, &server).await?;
+        writer.print();
+        writers.push(writer);
+    }
+
+    let server_peak_rss = server.0.as_deref().and_then(report::peak_rss_of);
+    if !args.keep_keyspaces {
+        drop_keyspaces(&args, &keyspaces).await;
+    }
+
+    let rate = |name: &str| {
+        writers
+            .iter()
+            .find(|writer| writer.name == name)
+            .map(Writer::rows_per_sec)
+    };
+    let pipeline_rate = writers[0].rows_per_sec();
+    let ratio = |name: &str| rate(name).map(|other| pipeline_rate / other.max(1e-9));
+    let fastest = writers.iter().map(Writer::rows_per_sec).fold(0.0, f64::max);
+    println!(
+        "  pipeline / best {}  pipeline / per-event {}  pipeline / latte {}",
+        show_ratio(ratio("best")),
+        show_ratio(ratio("per-event")),
+        show_ratio(ratio("latte")),
+    );
+    println!(
+        "  on disk after flush + major compaction: {:.1} bytes/event in viewing_history ({} bytes, {} SSTable files; {:.1} with the viewing_days index)",
+        storage.history_bytes_per_event,
+        storage.history_bytes,
+        storage.history_files,
+        storage.keyspace_bytes_per_event,
+    );
+    println!(
+        "  peak RSS: this process (service + clients) {} MiB; Cassandra {}",
+        peak_rss >> 20,
+        server_peak_rss.map_or("?".to_owned(), |bytes| format!("{} MiB", bytes >> 20)),
+    );
+
+    let errors: u64 = writers.iter().map(|writer| writer.errors).sum();
+    let met = match ratio("latte") {
+        Some(ratio) => ratio >= 1.0 && writers[0].errors == 0,
+        None => false,
+    };
     let outcome = Outcome {
         json: json!({
-            "scenario": "cassandra-writes",
-            "events_per_sec": best_rate,
-            "best_mode": best.as_ref().map(|best| best["mode"].clone()),
-            "target_rows_per_sec": args.target,
+            "scenario": "cassandra",
+            "target": "cassandra",
+            "events_per_sec": pipeline_rate,
+            "target_rule": "pipeline rows/s >= latte rows/s against the same node in the same run",
             "target_met": met,
-            "modes": results,
-            "rounds": rounds,
+            "cassandra_rows_per_sec_per_node": fastest,
+            "bytes_per_event_on_disk": storage.history_bytes_per_event,
+            "ratios": {
+                "pipeline_to_best": ratio("best"),
+                "pipeline_to_per_event": ratio("per-event"),
+                "pipeline_to_latte": ratio("latte"),
+                "best_to_latte": rate("best").zip(rate("latte")).map(|(best, latte)| best / latte),
+            },
+            "writers": writers.iter().map(|writer| (writer.name.to_owned(), writer.json())).collect::<serde_json::Map<_, _>>(),
+            "storage": {
+                "history_bytes": storage.history_bytes,
+                "history_sstable_files": storage.history_files,
+                "history_data_db_bytes": storage.history_data_bytes,
+                "bytes_per_event_on_disk": storage.history_bytes_per_event,
+                "data_db_bytes_per_event": storage.history_data_bytes as f64 / writers[0].rows.max(1) as f64,
+                "keyspace_bytes": storage.keyspace_bytes,
+                "keyspace_bytes_per_event": storage.keyspace_bytes_per_event,
+                "rows": writers[0].rows,
+            },
+            "peak_rss_bytes": peak_rss,
+            "cassandra_peak_rss_bytes": server_peak_rss,
+            "errors": errors,
+            "machine": {"cpus": std::thread::available_parallelism().map_or(1, |n| n.get())},
+            "load_average_1m": report::load_average(),
             "settings": {
-                "events_per_mode": events,
-                "rounds": args.rounds.max(1),
-                "batch": args.batch,
-                "concurrent_batches": args.concurrent_batches,
+                "node": args.node,
+                "duration_s": duration.as_secs_f64(),
                 "viewers": args.viewers,
-                "events_per_partition": args.events_per_partition,
-                "nodes": base.nodes,
-                "consistency": format!("{:?}", base.consistency),
-                "max_in_flight_requests": base.max_in_flight_requests,
-                "connections_per_node": base.connections_per_node,
-                "max_batch_rows": base.batch_limits.max_rows,
-                "max_multi_partition_batch_bytes": base.batch_limits.max_multi_partition_bytes,
-                "request_timeout_ms": base.request_timeout.as_millis() as u64,
-                "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "pipeline_concurrency": args.concurrency,
+                "batch": args.batch,
+                "best_connections": args.best_connections,
+                "per_event_connections": args.per_event_connections,
+                "latte_threads": args.latte_threads,
+                "latte_concurrency": args.latte_concurrency,
             },
         }),
         met,
     };
-    outcome.write(args.json.as_deref())?;
+    outcome.write(args.common.json.as_deref())?;
     Ok(outcome)
+}
+
+fn show_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or("-".to_owned(), |ratio| format!("{ratio:.2}x"))
+}
+
+/// The service's hot path on the Cassandra sink, in process.
+async fn run_pipeline(
+    args: &Args,
+    keyspace: &str,
+    server: &ServerCpu,
+) -> anyhow::Result<(Writer, u64)> {
+    let data_dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let overrides = Overrides {
+        listen: None,
+        data_dir: Some(data_dir.path().to_owned()),
+    };
+    let mut settings = Settings::load(None, std::env::vars(), &overrides)?;
+    settings.sink.kind = SinkKind::Cassandra;
+    settings.cassandra.nodes = vec![args.node.clone()];
+    settings.cassandra.keyspace = keyspace.to_owned();
+    // The side paths are measured by `bench invalidation`; here only the write path counts.
+    settings.invalidation.enabled = false;
+    settings.recommendations.record_views = false;
+    let config = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
+    cassandra::apply_schema(&config)
+        .await
+        .with_context(|| format!("cannot apply the schema on {}", args.node))?;
+    let (state, workers) = ingest::app::build_state(&settings).await?;
+    eprintln!(
+        "pipeline on Cassandra: {} clients, {} events per request, write mode {:?}, keyspace {keyspace}",
+        args.concurrency, args.batch, settings.cassandra.write_mode
+    );
+    let templates = pipeline::templates(args.batch, args.viewers);
+    if !args.warmup.is_zero() {
+        pipeline::drive(&state, templates.clone(), args.concurrency, args.warmup).await?;
+    }
+    let server_before = server.now();
+    let Driven {
+        events,
+        seconds,
+        cpu_seconds,
+        latency,
+        errors,
+    } = pipeline::drive(&state, templates, args.concurrency, args.common.duration).await?;
+    let server_after = server.now();
+    drop(state);
+    workers.drain().await;
+    Ok((
+        Writer {
+            name: "pipeline",
+            rows: events,
+            seconds,
+            errors,
+            latency_of: "request of --batch events, ack",
+            latency: LatencyMs::from_micros(&latency),
+            client_cpu_seconds: Some(cpu_seconds),
+            server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
+        },
+        report::peak_rss_bytes(),
+    ))
+}
+
+async fn run_loadgen(
+    args: &Args,
+    bin: &Path,
+    mode: &'static str,
+    connections: usize,
+    batch: usize,
+    keyspace: &str,
+    server: &ServerCpu,
+) -> anyhow::Result<Writer> {
+    let report_file = tempfile::NamedTempFile::new()?;
+    let loadgen_args = |duration: Duration| -> Vec<String> {
+        [
+            "cassandra",
+            "--nodes",
+            &args.node,
+            "--mode",
+            mode,
+            "--keyspace",
+            keyspace,
+            "--max",
+            "--duration",
+            &format!("{}ms", duration.as_millis()),
+            "--connections",
+            &connections.to_string(),
+            "--batch",
+            &batch.to_string(),
+            "--viewers",
+            &args.viewers.max(connections as u64).to_string(),
+            "--quiet",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect()
+    };
+    let run = |args: Vec<String>| {
+        let (bin, report_path) = (bin.to_owned(), report_file.path().to_owned());
+        tokio::task::spawn_blocking(move || server::run_loadgen(&bin, &args, &report_path))
+    };
+    if !args.warmup.is_zero() {
+        run(loadgen_args(args.warmup)).await??;
+    }
+    let server_before = server.now();
+    let report = run(loadgen_args(args.common.duration)).await??;
+    let server_after = server.now();
+    let latency = &report.latency_ms;
+    Ok(Writer {
+        name: mode,
+        rows: report.totals.events_acked,
+        seconds: report.wall_seconds,
+        errors: report.error_count,
+        latency_of: if mode == "best" {
+            "request of --batch events, all batches written"
+        } else {
+            "one INSERT"
+        },
+        latency: LatencyMs {
+            p50: latency.p50,
+            p90: latency.p90,
+            p99: latency.p99,
+            p999: latency.p999,
+            max: latency.max,
+        },
+        client_cpu_seconds: Some(report.generator_cpu_seconds),
+        server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
+    })
+}
+
+async fn run_latte(args: &Args, keyspace: &str, server: &ServerCpu) -> anyhow::Result<Writer> {
+    let report_dir = tempfile::tempdir()?;
+    let run = LatteRun {
+        node: args.node.clone(),
+        duration: args.common.duration,
+        // Warmed by a run of its own below, so that the server's CPU is read around the
+        // measured run alone.
+        warmup: Duration::ZERO,
+        threads: args.latte_threads,
+        concurrency: args.latte_concurrency,
+        connections: 1,
+        rate: None,
+        keyspace: keyspace.to_owned(),
+        viewers: args.viewers,
+        workload: args.latte_workload.clone(),
+        report: report_dir.path().join("latte.json"),
+    };
+    eprintln!(
+        "latte: {} threads x {} in flight, keyspace {keyspace}",
+        run.threads, run.concurrency
+    );
+    if !args.warmup.is_zero() {
+        latte::run(&LatteRun {
+            duration: args.warmup,
+            ..run.clone()
+        })
+        .await?;
+    }
+    let server_before = server.now();
+    let result = latte::run(&run).await?;
+    let server_after = server.now();
+    Ok(Writer {
+        name: "latte",
+        rows: result.rows,
+        seconds: result.seconds,
+        errors: result.errors,
+        latency_of: "one INSERT",
+        latency: result.latency_ms,
+        client_cpu_seconds: result.cpu_seconds,
+        server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
+    })
+}
+
+/// Runs nodetool to its end; its output when it fails.
+fn nodetool(nodetool: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(nodetool)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", nodetool.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} {} failed: {}{}",
+            nodetool.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+struct Storage {
+    history_bytes: u64,
+    history_data_bytes: u64,
+    history_files: usize,
+    history_bytes_per_event: f64,
+    keyspace_bytes: u64,
+    keyspace_bytes_per_event: f64,
+}
+
+/// Flushes and major-compacts the keyspace, then sums its SSTables (every component: data,
+/// index, filter, statistics, ...), one replica's worth.
+fn measure_storage(args: &Args, keyspace: &str, rows: u64) -> anyhow::Result<Storage> {
+    nodetool(&args.nodetool, &["flush", keyspace])?;
+    nodetool(&args.nodetool, &["compact", keyspace])?;
+    let keyspace_dir = args.cassandra_data_dir.join(keyspace);
+    let mut history = (0u64, 0u64, 0usize);
+    let mut keyspace_bytes = 0;
+    let tables = std::fs::read_dir(&keyspace_dir)
+        .with_context(|| format!("cannot list {}", keyspace_dir.display()))?;
+    for table in tables.filter_map(Result::ok) {
+        let name = table.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(table.path())?.filter_map(Result::ok) {
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                continue; // snapshots/, backups/
+            }
+            keyspace_bytes += meta.len();
+            if name.starts_with(&format!("{}-", cassandra::HISTORY_TABLE)) {
+                history.0 += meta.len();
+                history.2 += 1;
+                if file.file_name().to_string_lossy().ends_with("-Data.db") {
+                    history.1 += meta.len();
+                }
+            }
+        }
+    }
+    let per_event = |bytes: u64| bytes as f64 / rows.max(1) as f64;
+    Ok(Storage {
+        history_bytes: history.0,
+        history_data_bytes: history.1,
+        history_files: history.2,
+        history_bytes_per_event: per_event(history.0),
+        keyspace_bytes,
+        keyspace_bytes_per_event: per_event(keyspace_bytes),
+    })
+}
+
+async fn drop_keyspaces(args: &Args, keyspaces: &[String]) {
+    let settings = match Settings::load(None, std::iter::empty(), &Overrides::default()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("cassandra: keyspaces {keyspaces:?} left in place: {error}");
+            return;
+        }
+    };
+    let mut settings = settings;
+    settings.cassandra.nodes = vec![args.node.clone()];
+    let session = match CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+    {
+        Ok(config) => config.connect().await,
+        Err(error) => Err(error),
+    };
+    match session {
+        Ok(session) => {
+            for keyspace in keyspaces {
+                if let Err(error) = cassandra::drop_keyspace(&session, keyspace).await {
+                    eprintln!("cassandra: cannot drop keyspace {keyspace}: {error}");
+                }
+            }
+        }
+        Err(error) => eprintln!("cassandra: keyspaces {keyspaces:?} left in place: {error}"),
+    }
 }

@@ -3,8 +3,10 @@
 
 mod body;
 mod cassandra;
+mod cassandra_writes;
 mod http;
 mod invalidation;
+mod latte;
 mod pipeline;
 mod report;
 mod server;
@@ -27,10 +29,16 @@ enum Scenario {
     /// In process: parse + validate + batch + durable embedded write, as the HTTP handler does
     /// after reading a body (target: 1,000,000 events/s sustained for 60 s).
     Pipeline(pipeline::Args),
+    /// The Cassandra path against its baselines on the same node in one run: the pipeline on
+    /// the Cassandra sink vs `loadgen cassandra --mode best` vs `--mode per-event` vs latte, as
+    /// ratios; bytes per event on disk after flush + major compaction; peak RSS (target: the
+    /// pipeline's rows/s >= latte's). Needs `CASSANDRA_JMX_PORT=7199 engines/up cassandra` and
+    /// latte (`cargo install latte-cli --locked`).
+    Cassandra(cassandra::Args),
     /// The Cassandra sink's write modes (concurrent inserts, partition batches, replica
     /// batches) against a real node: rows/s and CPU per row, client and server. Needs
     /// `engines/up cassandra`.
-    CassandraWrites(cassandra::Args),
+    CassandraWrites(cassandra_writes::Args),
     /// loadgen against `playpulse serve` on loopback, both on this machine: saturation point,
     /// then p99 at 80% of it (targets: 500,000 events/s; p99 <= 50 ms).
     Http(http::Args),
@@ -65,7 +73,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.scenario {
             Scenario::Pipeline(args) => pipeline::run(args).await,
-            Scenario::CassandraWrites(args) => cassandra::run(args).await,
+            Scenario::Cassandra(args) => cassandra::run(args).await,
+            Scenario::CassandraWrites(args) => cassandra_writes::run(args).await,
             Scenario::Http(args) => http::run(args).await,
             Scenario::Invalidation(args) => invalidation::run(args).await,
         }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use ingest::codec::{BodyEncoding, BodyFormat};
 use ingest::config::{Overrides, Settings};
+use ingest::http::AppState;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -54,96 +55,28 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     let (state, workers) = ingest::app::build_state(&settings).await?;
 
-    let now = ingest::now_ms();
-    let templates: Arc<Vec<BodyTemplate>> = Arc::new(
-        (0..16)
-            .map(|seed| BodyTemplate::generate(seed, args.batch, args.viewers, now))
-            .collect(),
-    );
+    let templates = templates(args.batch, args.viewers);
     let body_bytes = templates[0].bytes.len();
     eprintln!(
         "pipeline: {} clients, {} events ({} B) per request, {} shards, fsync {}, {:?}",
         args.concurrency,
         args.batch,
         body_bytes,
-        settings.pipeline.shards,
+        settings.pipeline.shards.get(),
         settings.embedded.fsync,
         args.common.duration
     );
 
-    let sequence = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = report::cpu_seconds();
-    let started = Instant::now();
-    let clients: Vec<_> = (0..args.concurrency)
-        .map(|client| {
-            let (state, templates, sequence, acked, stop) = (
-                state.clone(),
-                templates.clone(),
-                sequence.clone(),
-                acked.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let mut latency =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-                let mut errors = 0u64;
-                while !stop.load(Relaxed) {
-                    let use_number = sequence.fetch_add(1, Relaxed);
-                    let template = &templates[(use_number as usize + client) % templates.len()];
-                    let body = bytes::Bytes::from(template.stamp(use_number));
-                    let sent = Instant::now();
-                    let result = ingest::http::ingest_body(
-                        &state,
-                        BodyFormat::JsonArray,
-                        BodyEncoding::Identity,
-                        body,
-                        sent,
-                    )
-                    .await;
-                    match result {
-                        Ok(ack) => {
-                            acked.fetch_add(ack.accepted as u64, Relaxed);
-                            let _ = latency.record(sent.elapsed().as_micros() as u64);
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
-                (latency, errors)
-            })
-        })
-        .collect();
-
-    let mut last = (Instant::now(), 0u64);
-    while started.elapsed() < args.common.duration {
-        tokio::time::sleep(
-            Duration::from_secs(5).min(args.common.duration.saturating_sub(started.elapsed())),
-        )
-        .await;
-        let (now, total) = (Instant::now(), acked.load(Relaxed));
-        let rate = (total - last.1) as f64 / (now - last.0).as_secs_f64();
-        eprintln!(
-            "  {:>5.1}s  {:>10.0} events/s  rss {} MiB",
-            started.elapsed().as_secs_f64(),
-            rate,
-            report::peak_rss_bytes() >> 20
-        );
-        last = (now, total);
-    }
-    stop.store(true, Relaxed);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for client in clients {
-        let (histogram, client_errors) = client.await?;
-        latency.add(histogram)?;
-        errors += client_errors;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = report::cpu_seconds() - cpu_before;
-    let events = acked.load(Relaxed);
+    let driven = drive(&state, templates, args.concurrency, args.common.duration).await?;
     drop(state);
     workers.drain().await;
+    let Driven {
+        events,
+        seconds: elapsed,
+        cpu_seconds: cpu,
+        latency,
+        errors,
+    } = driven;
 
     let events_per_sec = events as f64 / elapsed;
     let disk = report::bytes_on_disk(&data_dir);
@@ -187,4 +120,111 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     outcome.write(args.common.json.as_deref())?;
     Ok(outcome)
+}
+
+/// Request bodies: 16 templates of `batch` events from `viewers` viewers, stamped with fresh
+/// ids at every use.
+pub fn templates(batch: usize, viewers: u64) -> Arc<Vec<BodyTemplate>> {
+    let now = ingest::now_ms();
+    Arc::new(
+        (0..16)
+            .map(|seed| BodyTemplate::generate(seed, batch, viewers, now))
+            .collect(),
+    )
+}
+
+/// What [`drive`] measured.
+pub struct Driven {
+    /// Events acknowledged.
+    pub events: u64,
+    pub seconds: f64,
+    /// CPU of this whole process meanwhile (service and clients).
+    pub cpu_seconds: f64,
+    /// Acknowledgement latency, microseconds.
+    pub latency: Histogram<u64>,
+    /// Requests that failed.
+    pub errors: u64,
+}
+
+/// `concurrency` in-process clients post bodies through `ingest_body` (exactly what the HTTP
+/// handler does after reading a body) for `duration`; a progress line every 5 s.
+pub async fn drive(
+    state: &AppState,
+    templates: Arc<Vec<BodyTemplate>>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Driven> {
+    let sequence = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = report::cpu_seconds();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..concurrency)
+        .map(|client| {
+            let (state, templates, sequence, acked, stop) = (
+                state.clone(),
+                templates.clone(),
+                sequence.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latency =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let mut errors = 0u64;
+                while !stop.load(Relaxed) {
+                    let use_number = sequence.fetch_add(1, Relaxed);
+                    let template = &templates[(use_number as usize + client) % templates.len()];
+                    let body = bytes::Bytes::from(template.stamp(use_number));
+                    let sent = Instant::now();
+                    let result = ingest::http::ingest_body(
+                        &state,
+                        BodyFormat::JsonArray,
+                        BodyEncoding::Identity,
+                        body,
+                        sent,
+                    )
+                    .await;
+                    match result {
+                        Ok(ack) => {
+                            acked.fetch_add(ack.accepted as u64, Relaxed);
+                            let _ = latency.record(sent.elapsed().as_micros() as u64);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latency, errors)
+            })
+        })
+        .collect();
+
+    let mut last = (Instant::now(), 0u64);
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(5).min(duration.saturating_sub(started.elapsed())))
+            .await;
+        let (now, total) = (Instant::now(), acked.load(Relaxed));
+        let rate = (total - last.1) as f64 / (now - last.0).as_secs_f64();
+        eprintln!(
+            "  {:>5.1}s  {:>10.0} events/s  rss {} MiB",
+            started.elapsed().as_secs_f64(),
+            rate,
+            report::peak_rss_bytes() >> 20
+        );
+        last = (now, total);
+    }
+    stop.store(true, Relaxed);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for client in clients {
+        let (histogram, client_errors) = client.await?;
+        latency.add(histogram)?;
+        errors += client_errors;
+    }
+    Ok(Driven {
+        events: acked.load(Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: report::cpu_seconds() - cpu_before,
+        latency,
+        errors,
+    })
 }

@@ -31,6 +31,10 @@ impl LatencyMs {
 /// Peak resident memory of this process (VmHWM), in bytes.
 pub fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    vm_hwm_bytes(&status).unwrap_or(0)
+}
+
+fn vm_hwm_bytes(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
@@ -41,31 +45,46 @@ pub fn peak_rss_bytes() -> u64 {
                 .parse::<u64>()
                 .ok()
         })
-        .map_or(0, |kib| kib * 1024)
+        .map(|kib| kib * 1024)
 }
 
 /// CPU seconds (user + system) this process has used.
 pub fn cpu_seconds() -> f64 {
-    cpu_seconds_of("/proc/self/stat")
+    cpu_seconds_of("/proc/self/stat").unwrap_or(0.0)
 }
 
-/// CPU seconds (user + system) of the process whose `/proc/<pid>/stat` this is.
-pub fn cpu_seconds_of(stat_path: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+/// CPU seconds (user + system, all threads) of the process whose `/proc/<pid>/stat` this is;
+/// None when it cannot be read (the process is gone).
+pub fn cpu_seconds_of(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name; 100 Hz.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// `/proc/<pid>/stat` of the live process whose pid the file holds (an engine's pid file).
+pub fn pid_stat_path(pid_file: &Path) -> Option<String> {
+    let pid = std::fs::read_to_string(pid_file).ok()?;
+    let path = format!("/proc/{}/stat", pid.trim());
+    Path::new(&path).exists().then_some(path)
+}
+
+/// Peak resident memory (VmHWM) of the process whose `/proc/<pid>/stat` this is, in bytes.
+pub fn peak_rss_of(stat_path: &str) -> Option<u64> {
+    let status_path = stat_path.strip_suffix("stat")?.to_owned() + "status";
+    vm_hwm_bytes(&std::fs::read_to_string(status_path).ok()?)
+}
+
+/// The machine's 1-minute load average: how much else ran beside the benchmark.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
         .split_whitespace()
-        .collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|value| value.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Bytes of all files under a directory.

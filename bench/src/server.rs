@@ -102,24 +102,12 @@ impl Server {
 
     /// Peak resident memory of the server so far (VmHWM).
     pub fn peak_rss_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kib| kib * 1024)
+        crate::report::peak_rss_of(&format!("/proc/{}/stat", self.pid())).unwrap_or(0)
     }
 
     /// CPU seconds the server has used.
     pub fn cpu_seconds(&self) -> f64 {
-        crate::report::cpu_seconds_of(&format!("/proc/{}/stat", self.pid()))
+        crate::report::cpu_seconds_of(&format!("/proc/{}/stat", self.pid())).unwrap_or(0.0)
     }
 
     /// The server's /metrics text.
