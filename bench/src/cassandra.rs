@@ -16,14 +16,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ingest::config::{Overrides, Settings, SinkKind};
+use ingest::http::AppState;
+use ingest::pipeline::PipelineWorkers;
 use ingest::sink::cassandra::{self, CassandraConfig};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::body::BodyTemplate;
 use crate::latte::{self, LatteRun};
 use crate::pipeline::{self, Driven};
 use crate::report::{self, LatencyMs, Outcome};
@@ -38,6 +42,10 @@ pub struct Args {
     /// caches and connection pools warm for it, as latte's `--warmup` does.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// Times to measure every writer, interleaved (A B C D A B C D ...), so load from
+    /// elsewhere on the machine falls on all alike; each reports its median round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The Cassandra node every writer uses.
     #[arg(long, default_value = "127.0.0.1:9042")]
     node: String,
@@ -86,6 +94,7 @@ pub struct Args {
 }
 
 /// One writer's figures.
+#[derive(Clone)]
 struct Writer {
     name: &'static str,
     rows: u64,
@@ -96,6 +105,8 @@ struct Writer {
     latency: LatencyMs,
     client_cpu_seconds: Option<f64>,
     server_cpu_seconds: Option<f64>,
+    /// What the first error said (by kind, for loadgen).
+    first_error: Option<String>,
 }
 
 impl Writer {
@@ -113,6 +124,7 @@ impl Writer {
             "seconds": self.seconds,
             "rows_per_sec": self.rows_per_sec(),
             "errors": self.errors,
+            "first_error": self.first_error,
             "latency_of": self.latency_of,
             "latency_ms": self.latency,
             "client_cpu_seconds": self.client_cpu_seconds,
@@ -181,37 +193,49 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         args.viewers,
         report::load_average().unwrap_or(0.0)
     );
-    let mut writers = Vec::new();
-    let mut keyspaces = Vec::new();
-
-    // 1. The pipeline on the Cassandra sink.
-    let pipeline_keyspace = keyspace(&run_id, "pipeline");
-    keyspaces.push(pipeline_keyspace.clone());
-    let (pipeline_writer, peak_rss) = run_pipeline(&args, &pipeline_keyspace, &server).await?;
-    pipeline_writer.print();
-    writers.push(pipeline_writer);
-    let storage = measure_storage(&args, &pipeline_keyspace, writers[0].rows)?;
-
-    // 2, 3. loadgen's baselines.
-    for (mode, connections, batch) in [
-        ("best", args.best_connections, args.batch),
-        ("per-event", args.per_event_connections, 1),
-    ] {
-        let ks = keyspace(&run_id, &mode.replace('-', "_"));
-        keyspaces.push(ks.clone());
-        let writer = run_loadgen(&args, &bin, mode, connections, batch, &ks, &server).await?;
-        writer.print();
-        writers.push(writer);
+    let names: Vec<&'static str> = ["pipeline", "best", "per-event", "latte"]
+        .into_iter()
+        .filter(|name| !(args.skip_latte && *name == "latte"))
+        .collect();
+    let keyspaces: Vec<String> = names
+        .iter()
+        .map(|name| keyspace(&run_id, &name.replace('-', "_")))
+        .collect();
+    let pipeline = PipelineUnderTest::start(&args, &keyspaces[0]).await?;
+    let mut rounds: Vec<Writer> = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        // Every writer warms up once, in the first round, unmeasured.
+        let warmup = if round == 0 {
+            args.warmup
+        } else {
+            Duration::ZERO
+        };
+        for (name, keyspace) in names.iter().zip(&keyspaces) {
+            let writer = match *name {
+                "pipeline" => pipeline.measure(&args, warmup, &server).await?,
+                "best" | "per-event" => {
+                    run_loadgen(&args, &bin, name, keyspace, warmup, &server).await?
+                }
+                _ => run_latte(&args, keyspace, warmup, &server).await?,
+            };
+            print!("  round {} ", round + 1);
+            writer.print();
+            rounds.push(writer);
+        }
     }
-
-    // 4. latte.
-    if !args.skip_latte {
-        let ks = keyspace(&run_id, "latte");
-        keyspaces.push(ks.clone());
-        let writer = run_latte(&args, &ks, &server).await?;
-        writer.print();
-        writers.push(writer);
+    let peak_rss = report::peak_rss_bytes();
+    pipeline.stop().await;
+    let writers: Vec<Writer> = names
+        .iter()
+        .filter_map(|name| median_round(&rounds, name))
+        .collect();
+    if args.rounds > 1 {
+        println!("median round of each writer:");
+        for writer in &writers {
+            writer.print();
+        }
     }
+    let storage = measure_storage(&args, &keyspaces[0], writers[0].rows)?;
 
     let server_peak_rss = server.0.as_deref().and_then(report::peak_rss_of);
     if !args.keep_keyspaces {
@@ -304,50 +328,82 @@ fn show_ratio(ratio: Option<f64>) -> String {
     ratio.map_or("-".to_owned(), |ratio| format!("{ratio:.2}x"))
 }
 
-/// The service's hot path on the Cassandra sink, in process.
-async fn run_pipeline(
-    args: &Args,
-    keyspace: &str,
-    server: &ServerCpu,
-) -> anyhow::Result<(Writer, u64)> {
-    let data_dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let overrides = Overrides {
-        listen: None,
-        data_dir: Some(data_dir.path().to_owned()),
-    };
-    let mut settings = Settings::load(None, std::env::vars(), &overrides)?;
-    settings.sink.kind = SinkKind::Cassandra;
-    settings.cassandra.nodes = vec![args.node.clone()];
-    settings.cassandra.keyspace = keyspace.to_owned();
-    // The side paths are measured by `bench invalidation`; here only the write path counts.
-    settings.invalidation.enabled = false;
-    settings.recommendations.record_views = false;
-    let config = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
-    cassandra::apply_schema(&config)
-        .await
-        .with_context(|| format!("cannot apply the schema on {}", args.node))?;
-    let (state, workers) = ingest::app::build_state(&settings).await?;
-    eprintln!(
-        "pipeline on Cassandra: {} clients, {} events per request, write mode {:?}, keyspace {keyspace}",
-        args.concurrency, args.batch, settings.cassandra.write_mode
-    );
-    let templates = pipeline::templates(args.batch, args.viewers);
-    if !args.warmup.is_zero() {
-        pipeline::drive(&state, templates.clone(), args.concurrency, args.warmup).await?;
+/// The round of `name` with the median rows/s (the lower middle one for an even count).
+fn median_round(rounds: &[Writer], name: &str) -> Option<Writer> {
+    let mut of_name: Vec<&Writer> = rounds.iter().filter(|writer| writer.name == name).collect();
+    of_name.sort_by(|a, b| a.rows_per_sec().total_cmp(&b.rows_per_sec()));
+    of_name
+        .get(of_name.len().saturating_sub(1) / 2)
+        .map(|writer| (*writer).clone())
+}
+
+/// The service's hot path on the Cassandra sink, in process, kept across rounds.
+struct PipelineUnderTest {
+    state: AppState,
+    workers: PipelineWorkers,
+    templates: Arc<Vec<BodyTemplate>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl PipelineUnderTest {
+    async fn start(args: &Args, keyspace: &str) -> anyhow::Result<PipelineUnderTest> {
+        let data_dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let overrides = Overrides {
+            listen: None,
+            data_dir: Some(data_dir.path().to_owned()),
+        };
+        let mut settings = Settings::load(None, std::env::vars(), &overrides)?;
+        settings.sink.kind = SinkKind::Cassandra;
+        settings.cassandra.nodes = vec![args.node.clone()];
+        settings.cassandra.keyspace = keyspace.to_owned();
+        // The side paths are measured by `bench invalidation`; here only the write path counts.
+        settings.invalidation.enabled = false;
+        settings.recommendations.record_views = false;
+        let config = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
+        cassandra::apply_schema(&config)
+            .await
+            .with_context(|| format!("cannot apply the schema on {}", args.node))?;
+        let (state, workers) = ingest::app::build_state(&settings).await?;
+        eprintln!(
+            "pipeline on Cassandra: {} clients, {} events per request, write mode {:?}, keyspace {keyspace}",
+            args.concurrency, args.batch, settings.cassandra.write_mode
+        );
+        Ok(PipelineUnderTest {
+            state,
+            workers,
+            templates: pipeline::templates(args.batch, args.viewers),
+            _data_dir: data_dir,
+        })
     }
-    let server_before = server.now();
-    let Driven {
-        events,
-        seconds,
-        cpu_seconds,
-        latency,
-        errors,
-    } = pipeline::drive(&state, templates, args.concurrency, args.common.duration).await?;
-    let server_after = server.now();
-    drop(state);
-    workers.drain().await;
-    Ok((
-        Writer {
+
+    async fn measure(
+        &self,
+        args: &Args,
+        warmup: Duration,
+        server: &ServerCpu,
+    ) -> anyhow::Result<Writer> {
+        let drive = |duration| {
+            pipeline::drive(
+                &self.state,
+                self.templates.clone(),
+                args.concurrency,
+                duration,
+            )
+        };
+        if !warmup.is_zero() {
+            drive(warmup).await?;
+        }
+        let server_before = server.now();
+        let Driven {
+            events,
+            seconds,
+            cpu_seconds,
+            latency,
+            errors,
+            first_error,
+        } = drive(args.common.duration).await?;
+        let server_after = server.now();
+        Ok(Writer {
             name: "pipeline",
             rows: events,
             seconds,
@@ -356,20 +412,29 @@ async fn run_pipeline(
             latency: LatencyMs::from_micros(&latency),
             client_cpu_seconds: Some(cpu_seconds),
             server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
-        },
-        report::peak_rss_bytes(),
-    ))
+            first_error,
+        })
+    }
+
+    async fn stop(self) {
+        drop(self.state);
+        self.workers.drain().await;
+    }
 }
 
+/// `loadgen cassandra --mode best|per-event`, as a separate process.
 async fn run_loadgen(
     args: &Args,
     bin: &Path,
     mode: &'static str,
-    connections: usize,
-    batch: usize,
     keyspace: &str,
+    warmup: Duration,
     server: &ServerCpu,
 ) -> anyhow::Result<Writer> {
+    let (connections, batch) = match mode {
+        "best" => (args.best_connections, args.batch),
+        _ => (args.per_event_connections, 1),
+    };
     let report_file = tempfile::NamedTempFile::new()?;
     let loadgen_args = |duration: Duration| -> Vec<String> {
         [
@@ -399,8 +464,8 @@ async fn run_loadgen(
         let (bin, report_path) = (bin.to_owned(), report_file.path().to_owned());
         tokio::task::spawn_blocking(move || server::run_loadgen(&bin, &args, &report_path))
     };
-    if !args.warmup.is_zero() {
-        run(loadgen_args(args.warmup)).await??;
+    if !warmup.is_zero() {
+        run(loadgen_args(warmup)).await??;
     }
     let server_before = server.now();
     let report = run(loadgen_args(args.common.duration)).await??;
@@ -425,10 +490,16 @@ async fn run_loadgen(
         },
         client_cpu_seconds: Some(report.generator_cpu_seconds),
         server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
+        first_error: report.errors.keys().next().cloned(),
     })
 }
 
-async fn run_latte(args: &Args, keyspace: &str, server: &ServerCpu) -> anyhow::Result<Writer> {
+async fn run_latte(
+    args: &Args,
+    keyspace: &str,
+    warmup: Duration,
+    server: &ServerCpu,
+) -> anyhow::Result<Writer> {
     let report_dir = tempfile::tempdir()?;
     let run = LatteRun {
         node: args.node.clone(),
@@ -449,9 +520,9 @@ async fn run_latte(args: &Args, keyspace: &str, server: &ServerCpu) -> anyhow::R
         "latte: {} threads x {} in flight, keyspace {keyspace}",
         run.threads, run.concurrency
     );
-    if !args.warmup.is_zero() {
+    if !warmup.is_zero() {
         latte::run(&LatteRun {
-            duration: args.warmup,
+            duration: warmup,
             ..run.clone()
         })
         .await?;
@@ -468,6 +539,7 @@ async fn run_latte(args: &Args, keyspace: &str, server: &ServerCpu) -> anyhow::R
         latency: result.latency_ms,
         client_cpu_seconds: result.cpu_seconds,
         server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
+        first_error: result.error_messages.first().cloned(),
     })
 }
 

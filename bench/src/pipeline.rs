@@ -76,6 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         cpu_seconds: cpu,
         latency,
         errors,
+        ..
     } = driven;
 
     let events_per_sec = events as f64 / elapsed;
@@ -144,6 +145,8 @@ pub struct Driven {
     pub latency: Histogram<u64>,
     /// Requests that failed.
     pub errors: u64,
+    /// What the first failure said.
+    pub first_error: Option<String>,
 }
 
 /// `concurrency` in-process clients post bodies through `ingest_body` (exactly what the HTTP
@@ -172,6 +175,7 @@ pub async fn drive(
                 let mut latency =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let mut errors = 0u64;
+                let mut first_error = None;
                 while !stop.load(Relaxed) {
                     let use_number = sequence.fetch_add(1, Relaxed);
                     let template = &templates[(use_number as usize + client) % templates.len()];
@@ -190,10 +194,13 @@ pub async fn drive(
                             acked.fetch_add(ack.accepted as u64, Relaxed);
                             let _ = latency.record(sent.elapsed().as_micros() as u64);
                         }
-                        Err(_) => errors += 1,
+                        Err(error) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| error.to_string());
+                        }
                     }
                 }
-                (latency, errors)
+                (latency, errors, first_error)
             })
         })
         .collect();
@@ -215,10 +222,15 @@ pub async fn drive(
     stop.store(true, Relaxed);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
+    let mut first_error = None;
     for client in clients {
-        let (histogram, client_errors) = client.await?;
+        let (histogram, client_errors, client_first_error) = client.await?;
         latency.add(histogram)?;
         errors += client_errors;
+        first_error = first_error.or(client_first_error);
+    }
+    if let Some(error) = &first_error {
+        eprintln!("  {errors} requests failed; the first: {error}");
     }
     Ok(Driven {
         events: acked.load(Relaxed),
@@ -226,5 +238,6 @@ pub async fn drive(
         cpu_seconds: report::cpu_seconds() - cpu_before,
         latency,
         errors,
+        first_error,
     })
 }
