@@ -127,8 +127,9 @@ impl Relay {
         lags
     }
 
-    /// Runs rounds until `stop` says so: straight on while there is work, otherwise waiting for
-    /// a commit's wake-up or the poll interval; failures back off up to 5 s.
+    /// Runs rounds until `stop` says so (or the handle is dropped): straight on while there is
+    /// work, otherwise waiting for a commit's wake-up or the poll interval; failures back off up
+    /// to 5 s.
     pub fn spawn(self: Arc<Self>) -> RelayHandle {
         let (stop, mut stopped) = watch::channel(false);
         let relay = self.clone();
@@ -151,7 +152,13 @@ impl Relay {
                     }
                 };
                 tokio::select! {
-                    _ = stopped.changed() => {}
+                    // A dropped handle stops the relay too: `changed` would otherwise be ready at
+                    // once, every time, and the loop would spin.
+                    changed = stopped.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
                     () = relay.wake.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                 }

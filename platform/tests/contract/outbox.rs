@@ -18,7 +18,21 @@ both_backends!(
     several_relays_at_once_publish_each_event_once,
     the_cache_is_invalidated_after_commit_and_after_the_read_model_update,
     the_profile_read_model_converges_on_subscribe_and_cancel,
+    a_dropped_relay_handle_stops_the_relay,
 );
+
+/// An embedder that drops the handle (as `ingest::app::build_state` does) must not be left
+/// with a relay that spins: the task ends, letting go of its share of the relay.
+async fn a_dropped_relay_handle_stops_the_relay(backend: Backend) {
+    let relay = Arc::new(backend.relay());
+    let handle = relay.clone().spawn();
+    drop(handle);
+    crate::helpers::eventually("the relay task ends", || {
+        let relay = relay.clone();
+        async move { Arc::strong_count(&relay) == 2 }
+    })
+    .await;
+}
 
 async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_applies_nothing_twice(
     backend: Backend,
