@@ -143,6 +143,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "target_p99_ms_at_80_percent": TARGET_P99_MS,
             "target_met": met,
             "saturation_events_per_sec": saturation,
+            // As a loadgen ramp report says it, so `loadgen plan --report` takes it as a rate at
+            // the SLO.
+            "target": "http",
+            "ramp": {"saturation_events_per_sec": saturation, "slo_p99_ms": TARGET_P99_MS},
             "curve": curve,
             "steady": {
                 "offered_events_per_sec": steady_rate,

@@ -95,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let outcome = Outcome {
         json: json!({
             "scenario": "pipeline",
+            "target": "pipeline",
             "events_per_sec": events_per_sec,
             "target_events_per_sec": TARGET_EVENTS_PER_SEC,
             "target_met": met,
