@@ -423,31 +423,17 @@ impl ServiceUnderTest {
         warmup: Duration,
         server: &ServerCpu,
     ) -> anyhow::Result<Writer> {
-        let report_file = tempfile::NamedTempFile::new()?;
-        let loadgen_args = |duration: Duration| -> Vec<String> {
-            [
-                "http",
-                "--url",
-                &self.server.url,
-                "--max",
-                "--duration",
-                &format!("{}ms", duration.as_millis()),
-                "--connections",
-                &args.concurrency.to_string(),
-                "--batch",
-                &args.batch.to_string(),
-                "--viewers",
-                &args.viewers.max(args.concurrency as u64).to_string(),
-                "--quiet",
-            ]
-            .iter()
-            .map(|arg| arg.to_string())
-            .collect()
-        };
-        let run = |args: Vec<String>| {
-            let (bin, report_path) = (bin.to_owned(), report_file.path().to_owned());
-            tokio::task::spawn_blocking(move || server::run_loadgen(&bin, &args, &report_path))
-        };
+        let load = ClosedLoop::new(
+            bin,
+            vec![
+                "http".to_owned(),
+                "--url".to_owned(),
+                self.server.url.clone(),
+            ],
+            args.concurrency,
+            args.batch,
+            args.viewers,
+        )?;
         let written = |report: &loadgen::report::Report| {
             self.rows_written.fetch_add(
                 report.totals.events_acked,
@@ -455,11 +441,11 @@ impl ServiceUnderTest {
             )
         };
         if !warmup.is_zero() {
-            written(&run(loadgen_args(warmup)).await??);
+            written(&load.run(warmup).await?);
         }
         let service_before = self.server.cpu_seconds();
         let server_before = server.now();
-        let report = run(loadgen_args(args.common.duration)).await??;
+        let report = load.run(args.common.duration).await?;
         written(&report);
         let server_after = server.now();
         let service_cpu = self.server.cpu_seconds() - service_before;
@@ -475,6 +461,55 @@ impl ServiceUnderTest {
             server_cpu_seconds: server_before.zip(server_after).map(|(a, b)| b - a),
             first_error: report.errors.keys().next().cloned(),
         })
+    }
+}
+
+/// `loadgen <target...> --max` for a while, as a separate process: one closed-loop load.
+struct ClosedLoop {
+    bin: PathBuf,
+    /// The subcommand and its target flags, e.g. `http --url URL`.
+    target: Vec<String>,
+    connections: usize,
+    batch: usize,
+    viewers: u64,
+    report: tempfile::NamedTempFile,
+}
+
+impl ClosedLoop {
+    fn new(
+        bin: &Path,
+        target: Vec<String>,
+        connections: usize,
+        batch: usize,
+        viewers: u64,
+    ) -> anyhow::Result<ClosedLoop> {
+        Ok(ClosedLoop {
+            bin: bin.to_owned(),
+            target,
+            connections,
+            batch,
+            // Every worker needs a viewer of its own.
+            viewers: viewers.max(connections as u64),
+            report: tempfile::NamedTempFile::new()?,
+        })
+    }
+
+    async fn run(&self, duration: Duration) -> anyhow::Result<loadgen::report::Report> {
+        let mut args = self.target.clone();
+        args.extend([
+            "--max".to_owned(),
+            "--duration".to_owned(),
+            format!("{}ms", duration.as_millis()),
+            "--connections".to_owned(),
+            self.connections.to_string(),
+            "--batch".to_owned(),
+            self.batch.to_string(),
+            "--viewers".to_owned(),
+            self.viewers.to_string(),
+            "--quiet".to_owned(),
+        ]);
+        let (bin, report) = (self.bin.clone(), self.report.path().to_owned());
+        tokio::task::spawn_blocking(move || server::run_loadgen(&bin, &args, &report)).await?
     }
 }
 
@@ -592,40 +627,27 @@ async fn run_loadgen(
         "best" => (args.best_connections, args.batch),
         _ => (args.per_event_connections, 1),
     };
-    let report_file = tempfile::NamedTempFile::new()?;
-    let loadgen_args = |duration: Duration| -> Vec<String> {
-        [
-            "cassandra",
-            "--nodes",
-            &args.node,
-            "--mode",
-            mode,
-            "--keyspace",
-            keyspace,
-            "--max",
-            "--duration",
-            &format!("{}ms", duration.as_millis()),
-            "--connections",
-            &connections.to_string(),
-            "--batch",
-            &batch.to_string(),
-            "--viewers",
-            &args.viewers.max(connections as u64).to_string(),
-            "--quiet",
-        ]
-        .iter()
-        .map(|arg| arg.to_string())
-        .collect()
-    };
-    let run = |args: Vec<String>| {
-        let (bin, report_path) = (bin.to_owned(), report_file.path().to_owned());
-        tokio::task::spawn_blocking(move || server::run_loadgen(&bin, &args, &report_path))
-    };
+    let target = [
+        "cassandra",
+        "--nodes",
+        &args.node,
+        "--mode",
+        mode,
+        "--keyspace",
+        keyspace,
+    ];
+    let load = ClosedLoop::new(
+        bin,
+        target.iter().map(|arg| arg.to_string()).collect(),
+        connections,
+        batch,
+        args.viewers,
+    )?;
     if !warmup.is_zero() {
-        run(loadgen_args(warmup)).await??;
+        load.run(warmup).await?;
     }
     let server_before = server.now();
-    let report = run(loadgen_args(args.common.duration)).await??;
+    let report = load.run(args.common.duration).await?;
     let server_after = server.now();
     Ok(Writer {
         name: mode,
