@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot path's CPU stages, per event: parsing (simd-json, as the service
-//! does, against serde_json driving the same lenient reader), validation, and block encoding.
+//! does, against serde_json driving the same lenient reader, and simd-json's tape alone), and
+//! validation on its own (fields already read, turned into domain events).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::codec::{decode_events, BodyFormat};
@@ -89,5 +90,24 @@ fn parsing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parsing);
+fn validation(c: &mut Criterion) {
+    let body = body();
+    let ctx = ctx();
+    // Read once: what remains per iteration is `validate` of every element.
+    let elements: Vec<wire::Element<'_>> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(elements.len(), EVENTS);
+    let mut group = c.benchmark_group("validate_1000_events");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("validate", |b| {
+        b.iter(|| {
+            elements
+                .iter()
+                .filter(|element| wire::validate(element, &ctx).is_ok())
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parsing, validation);
 criterion_main!(benches);
