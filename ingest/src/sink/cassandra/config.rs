@@ -112,12 +112,14 @@ impl CassandraConfig {
     /// service retries with backoff, see `service.rs`), every request bounded by
     /// `request_timeout`.
     pub async fn connect(&self) -> Result<Session, CassandraError> {
-        let load_balancing = DefaultPolicy::builder()
-            .prefer_datacenter(self.local_datacenter.clone())
-            .token_aware(true)
-            // Consistency is LOCAL_*: another datacenter's replicas cannot serve it anyway.
-            .permit_dc_failover(false)
-            .build();
+        let mut load_balancing = DefaultPolicy::builder().token_aware(true);
+        if prefers_datacenter(&self.replication) {
+            load_balancing = load_balancing
+                .prefer_datacenter(self.local_datacenter.clone())
+                // Consistency is LOCAL_*: another datacenter's replicas cannot serve it anyway.
+                .permit_dc_failover(false);
+        }
+        let load_balancing = load_balancing.build();
         let profile = ExecutionProfile::builder()
             .consistency(self.consistency)
             .request_timeout(Some(self.request_timeout))
@@ -142,6 +144,14 @@ impl CassandraConfig {
                 source: Box::new(source),
             })
     }
+}
+
+/// Whether requests should stay in `local_datacenter`: only when the keyspace places replicas
+/// per datacenter. SimpleStrategy ignores datacenters, so a preference without failover can
+/// leave a token with no node to ask, and the driver logs a warning on every request that
+/// could (a flood of them under load: thousands of lines a second, CPU taken from the writes).
+pub fn prefers_datacenter(replication: &str) -> bool {
+    !replication.contains("SimpleStrategy")
 }
 
 /// The consistency level named in `cassandra.consistency`.
@@ -191,6 +201,16 @@ mod tests {
         assert_eq!(config.consistency, Consistency::LocalQuorum);
         assert_eq!(config.ttl_seconds, 30 * 86_400);
         assert_eq!(config.write_mode, WriteMode::ReplicaBatches);
+    }
+
+    #[test]
+    fn only_per_datacenter_replication_keeps_requests_in_the_local_datacenter() {
+        assert!(!prefers_datacenter(
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        ));
+        assert!(prefers_datacenter(
+            "{'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
+        ));
     }
 
     #[test]
