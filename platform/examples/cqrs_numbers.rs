@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let (recorder, task) = platform::recommendations::ViewingRecorder::start(
         read_model.clone(),
         Some(cache.clone()),
+        Default::default(),
         20,
         1024,
     );

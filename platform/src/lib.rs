@@ -158,6 +158,7 @@ impl Platform {
             let (recorder, task) = ViewingRecorder::start(
                 read_model.clone(),
                 Some(cache.clone()),
+                recommendations.refresh_epochs(),
                 settings.recommendations.limit,
                 settings.recommendations.recorder_queue,
             );

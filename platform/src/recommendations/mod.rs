@@ -5,6 +5,7 @@
 mod recorder;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,11 +44,52 @@ pub struct Recommendations {
 
 type Load = Arc<OnceCell<Result<Arc<Vec<u8>>, String>>>;
 
+/// Refreshes of each user's recommendations, counted in a fixed table of slots (users share a
+/// slot by hash). A load caches what it read only if no refresh of its user's slot happened
+/// meanwhile: otherwise a load that read the read model just before a refresh could fill the
+/// cache just after the refresh's invalidation, and serve stale recommendations for the TTL.
+/// A shared slot only costs a skipped cache fill.
+pub struct RefreshEpochs {
+    slots: Box<[AtomicU64]>,
+}
+
+/// 4,096 slots (2^12): 32 KiB.
+const EPOCH_SLOT_BITS: u32 = 12;
+
+impl Default for RefreshEpochs {
+    fn default() -> Self {
+        RefreshEpochs {
+            slots: (0..1usize << EPOCH_SLOT_BITS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl RefreshEpochs {
+    fn slot(&self, user: u64) -> &AtomicU64 {
+        let index = user.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - EPOCH_SLOT_BITS);
+        &self.slots[index as usize]
+    }
+
+    /// Read before a load reads the read model.
+    pub fn current(&self, user: u64) -> u64 {
+        self.slot(user).load(Ordering::Acquire)
+    }
+
+    /// Called after the read model holds a user's refreshed recommendations, before the
+    /// cache is invalidated.
+    pub fn bump(&self, user: u64) {
+        self.slot(user).fetch_add(1, Ordering::Release);
+    }
+}
+
 pub struct RecommendationService {
     read_model: Arc<dyn ReadModel>,
     cache: Arc<dyn Cache>,
     ttl: Duration,
     limit: usize,
+    epochs: Arc<RefreshEpochs>,
     /// Loads in flight, per user: followers wait on the leader's cell instead of loading.
     loads: Mutex<HashMap<u64, Load>>,
 }
@@ -64,8 +106,14 @@ impl RecommendationService {
             cache,
             ttl,
             limit,
+            epochs: Arc::default(),
             loads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What the view recorder bumps after each refresh (see [`RefreshEpochs`]).
+    pub fn refresh_epochs(&self) -> Arc<RefreshEpochs> {
+        self.epochs.clone()
     }
 
     /// The user's recommendations as JSON bytes, and whether the cache had them.
@@ -106,10 +154,15 @@ impl RecommendationService {
     }
 
     async fn load(&self, user: u64, key: String) -> Result<Arc<Vec<u8>>, String> {
+        let epoch = self.epochs.current(user);
         let document = self.read(user).await.map_err(|error| error.to_string())?;
         let bytes = serde_json::to_vec(&document).map_err(|error| error.to_string())?;
-        if let Err(error) = self.cache.set(&key, &bytes, self.ttl).await {
-            tracing::warn!(%error, "cannot fill the recommendations cache");
+        // A refresh since the read: what was read may be stale and the refresh's invalidation
+        // may already be done, so it must not go into the cache.
+        if self.epochs.current(user) == epoch {
+            if let Err(error) = self.cache.set(&key, &bytes, self.ttl).await {
+                tracing::warn!(%error, "cannot fill the recommendations cache");
+            }
         }
         Ok(Arc::new(bytes))
     }

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wire::{EventKind, PlaybackEvent};
 
+use super::RefreshEpochs;
 use crate::readmodel::{ReadModel, ReadModelError, Recommendation};
 
 /// Titles a user watched that are read to find co-viewers, and co-viewers read per title:
@@ -33,9 +34,12 @@ impl ViewingRecorder {
     /// Starts the recorder's task; it ends once every `ViewingRecorder` clone is dropped.
     /// After each refresh it unlinks the users' `recommendations:{id}` in `cache`, unless
     /// [`ViewingRecorder::notify_after_refresh`] hands them to another side path instead.
+    /// `epochs` are bumped for every refreshed user once the read model holds the refresh,
+    /// before the cache is told (the recommendation service's, see `RefreshEpochs`).
     pub fn start(
         read_model: Arc<dyn ReadModel>,
         cache: Option<Arc<dyn Cache>>,
+        epochs: Arc<RefreshEpochs>,
         limit: usize,
         queue_batches: usize,
     ) -> (ViewingRecorder, RecorderTask) {
@@ -45,6 +49,7 @@ impl ViewingRecorder {
             batches,
             read_model,
             cache,
+            epochs,
             after_refresh.clone(),
             limit,
         ));
@@ -108,6 +113,7 @@ async fn run(
     mut batches: mpsc::Receiver<Vec<(u64, u64)>>,
     read_model: Arc<dyn ReadModel>,
     cache: Option<Arc<dyn Cache>>,
+    epochs: Arc<RefreshEpochs>,
     after_refresh: Arc<OnceLock<RefreshedUsers>>,
     limit: usize,
 ) {
@@ -130,7 +136,11 @@ async fn run(
         if let Err(error) = refresh(&views, &users, &*read_model, limit).await {
             tracing::warn!(%error, views = views.len(), "cannot record views for recommendations");
         }
-        // After the read model write (or its failure), never before (see projectors).
+        // After the read model write (or its failure), never before (see projectors); loads
+        // that read before it must not fill the cache with what they read.
+        for &user in &users {
+            epochs.bump(user);
+        }
         if let Some(hook) = after_refresh.get() {
             hook(&users);
         } else if let Some(cache) = &cache {

@@ -1,8 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use platform::domain::UserId;
+use platform::readmodel::{ReadModel, ReadModelError, Recommendation, UserProfile};
 use platform::recommendations::{
-    CacheStatus, RecommendationService, Recommendations, ViewingRecorder,
+    CacheStatus, RecommendationService, Recommendations, RefreshEpochs, ViewingRecorder,
 };
 
 use crate::both_backends;
@@ -12,7 +14,80 @@ both_backends!(
     co_watched_titles_are_recommended_and_served_from_the_cache_next,
     a_new_viewer_gets_popular_titles,
     a_stampede_on_one_key_loads_once,
+    a_load_that_overlaps_a_refresh_does_not_fill_the_cache,
 );
+
+/// A read model whose recommendations read is overtaken by a refresh of the same user (the
+/// recorder's read-model write and epoch bump land while the load is reading).
+struct RefreshedDuringRead {
+    inner: Arc<dyn ReadModel>,
+    epochs: std::sync::OnceLock<Arc<RefreshEpochs>>,
+}
+
+#[async_trait::async_trait]
+impl ReadModel for RefreshedDuringRead {
+    async fn apply_profile(&self, profile: &UserProfile) -> Result<bool, ReadModelError> {
+        self.inner.apply_profile(profile).await
+    }
+    async fn profile(&self, user: UserId) -> Result<Option<UserProfile>, ReadModelError> {
+        self.inner.profile(user).await
+    }
+    async fn record_views(&self, views: &[(u64, u64)]) -> Result<(), ReadModelError> {
+        self.inner.record_views(views).await
+    }
+    async fn watched_by(&self, user: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
+        self.inner.watched_by(user, limit).await
+    }
+    async fn viewers_of(&self, content: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
+        self.inner.viewers_of(content, limit).await
+    }
+    async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError> {
+        self.inner.popular(limit).await
+    }
+    async fn put_recommendations(
+        &self,
+        user: u64,
+        items: &[Recommendation],
+    ) -> Result<(), ReadModelError> {
+        self.inner.put_recommendations(user, items).await
+    }
+    async fn recommendations(
+        &self,
+        user: u64,
+    ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
+        let read = self.inner.recommendations(user).await;
+        if let Some(epochs) = self.epochs.get() {
+            epochs.bump(user);
+        }
+        read
+    }
+}
+
+/// The race the epochs close: a load reads the read model, a refresh of the same user writes
+/// it and invalidates the cache, then the load would cache what it read, stale for the TTL.
+async fn a_load_that_overlaps_a_refresh_does_not_fill_the_cache(backend: Backend) {
+    let user = rand_base() + 1;
+    let read_model = Arc::new(RefreshedDuringRead {
+        inner: backend.read_model.clone(),
+        epochs: Default::default(),
+    });
+    let service = RecommendationService::new(
+        read_model.clone(),
+        backend.cache.clone(),
+        Duration::from_secs(60),
+        10,
+    );
+    let _ = read_model.epochs.set(service.refresh_epochs());
+    let (_, status) = service.get(user).await.unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    let key = wire::keys::recommendations(user);
+    assert_eq!(
+        backend.cache.get(&key).await.unwrap(),
+        None,
+        "[{}] a load overtaken by a refresh filled the cache",
+        backend.name
+    );
+}
 
 fn event(user: u64, content: u64) -> wire::PlaybackEvent {
     wire::PlaybackEvent {
@@ -43,6 +118,7 @@ async fn co_watched_titles_are_recommended_and_served_from_the_cache_next(backen
     let (recorder, task) = ViewingRecorder::start(
         backend.read_model.clone(),
         Some(backend.cache.clone()),
+        Default::default(),
         10,
         16,
     );
@@ -131,8 +207,6 @@ struct Counting {
     inner: Arc<dyn platform::readmodel::ReadModel>,
     reads: std::sync::atomic::AtomicU64,
 }
-
-use platform::readmodel::{ReadModel, ReadModelError, Recommendation, UserProfile};
 
 #[async_trait::async_trait]
 impl ReadModel for Counting {
