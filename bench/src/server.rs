@@ -60,7 +60,10 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
-            .env("PLAYPULSE_LOG__LEVEL", "warn")
+            .env(
+                "PLAYPULSE_LOG__LEVEL",
+                "\"warn,scylla::network::connection=error\"",
+            )
             .stdout(Stdio::null());
         for (name, value) in env {
             command.env(name, value);
