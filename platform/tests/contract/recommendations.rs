@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use platform::domain::UserId;
 use platform::readmodel::{ReadModel, ReadModelError, Recommendation, UserProfile};
 use platform::recommendations::{
     CacheStatus, RecommendationService, Recommendations, RefreshEpochs, ViewingRecorder,
@@ -17,67 +16,18 @@ both_backends!(
     a_load_that_overlaps_a_refresh_does_not_fill_the_cache,
 );
 
-/// A read model whose recommendations read is overtaken by a refresh of the same user (the
-/// recorder's read-model write and epoch bump land while the load is reading).
-struct RefreshedDuringRead {
-    inner: Arc<dyn ReadModel>,
-    epochs: std::sync::OnceLock<Arc<RefreshEpochs>>,
-}
-
-#[async_trait::async_trait]
-impl ReadModel for RefreshedDuringRead {
-    async fn apply_profile(&self, profile: &UserProfile) -> Result<bool, ReadModelError> {
-        self.inner.apply_profile(profile).await
-    }
-    async fn profile(&self, user: UserId) -> Result<Option<UserProfile>, ReadModelError> {
-        self.inner.profile(user).await
-    }
-    async fn record_views(&self, views: &[(u64, u64)]) -> Result<(), ReadModelError> {
-        self.inner.record_views(views).await
-    }
-    async fn watched_by(&self, user: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
-        self.inner.watched_by(user, limit).await
-    }
-    async fn viewers_of(&self, content: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
-        self.inner.viewers_of(content, limit).await
-    }
-    async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError> {
-        self.inner.popular(limit).await
-    }
-    async fn put_recommendations(
-        &self,
-        user: u64,
-        items: &[Recommendation],
-    ) -> Result<(), ReadModelError> {
-        self.inner.put_recommendations(user, items).await
-    }
-    async fn recommendations(
-        &self,
-        user: u64,
-    ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
-        let read = self.inner.recommendations(user).await;
-        if let Some(epochs) = self.epochs.get() {
-            epochs.bump(user);
-        }
-        read
-    }
-}
-
 /// The race the epochs close: a load reads the read model, a refresh of the same user writes
 /// it and invalidates the cache, then the load would cache what it read, stale for the TTL.
 async fn a_load_that_overlaps_a_refresh_does_not_fill_the_cache(backend: Backend) {
     let user = rand_base() + 1;
-    let read_model = Arc::new(RefreshedDuringRead {
-        inner: backend.read_model.clone(),
-        epochs: Default::default(),
-    });
+    let read_model = Arc::new(Counting::new(backend.read_model.clone(), Duration::ZERO));
     let service = RecommendationService::new(
         read_model.clone(),
         backend.cache.clone(),
         Duration::from_secs(60),
         10,
     );
-    let _ = read_model.epochs.set(service.refresh_epochs());
+    let _ = read_model.refresh_during_read.set(service.refresh_epochs());
     let (_, status) = service.get(user).await.unwrap();
     assert_eq!(status, CacheStatus::Miss);
     let key = wire::keys::recommendations(user);
@@ -174,10 +124,11 @@ async fn a_new_viewer_gets_popular_titles(backend: Backend) {
 
 /// A read model that counts reads of recommendations and answers slowly.
 async fn a_stampede_on_one_key_loads_once(backend: Backend) {
-    let counting = Arc::new(Counting {
-        inner: backend.read_model.clone(),
-        reads: Default::default(),
-    });
+    // Slow enough that all 32 requests miss the cache while the first load runs.
+    let counting = Arc::new(Counting::new(
+        backend.read_model.clone(),
+        Duration::from_millis(200),
+    ));
     let service = Arc::new(RecommendationService::new(
         counting.clone(),
         backend.cache.clone(),
@@ -203,9 +154,24 @@ async fn a_stampede_on_one_key_loads_once(backend: Backend) {
     .await;
 }
 
+/// The backend's read model, with its recommendation reads counted and slowed down, and
+/// optionally overtaken by a refresh of the same user (its epoch bumped as the read ends).
 struct Counting {
     inner: Arc<dyn platform::readmodel::ReadModel>,
     reads: std::sync::atomic::AtomicU64,
+    read_delay: Duration,
+    refresh_during_read: std::sync::OnceLock<Arc<RefreshEpochs>>,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn platform::readmodel::ReadModel>, read_delay: Duration) -> Counting {
+        Counting {
+            inner,
+            reads: Default::default(),
+            read_delay,
+            refresh_during_read: Default::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -243,8 +209,11 @@ impl ReadModel for Counting {
         user: u64,
     ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Slow enough that all 32 requests miss the cache while the first load runs.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.inner.recommendations(user).await
+        tokio::time::sleep(self.read_delay).await;
+        let read = self.inner.recommendations(user).await;
+        if let Some(epochs) = self.refresh_during_read.get() {
+            epochs.bump(user);
+        }
+        read
     }
 }
