@@ -117,7 +117,8 @@ impl CassandraTargetSettings {
             local_datacenter: self.local_datacenter.clone(),
             consistency: parse_consistency(&self.consistency)?,
             request_timeout,
-            max_in_flight_requests: usize::MAX,
+            // Not used: the baselines bound nothing but their own workers.
+            max_in_flight_requests: cassandra::MAX_IN_FLIGHT_ROWS,
             write_mode: ingest::config::WriteMode::ReplicaBatches,
             max_retries: 0,
             retry_backoff: Duration::ZERO,

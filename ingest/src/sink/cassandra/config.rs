@@ -17,6 +17,10 @@ use crate::config::{CassandraSettings, WriteMode};
 /// Cassandra's largest TTL (20 years), in seconds.
 pub const MAX_TTL_SECONDS: u64 = 630_720_000;
 
+/// Most rows `cassandra.max_in_flight_requests` may allow: far past what one process can use,
+/// and well inside what the in-flight semaphore can count.
+pub const MAX_IN_FLIGHT_ROWS: usize = 1 << 20;
+
 /// How rows are grouped into requests, beyond the write mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -82,6 +86,12 @@ impl CassandraConfig {
             return Err(CassandraError::config(
                 "cassandra.request_timeout",
                 "must be more than 0",
+            ));
+        }
+        if settings.max_in_flight_requests.get() > MAX_IN_FLIGHT_ROWS {
+            return Err(CassandraError::config(
+                "cassandra.max_in_flight_requests",
+                format!("must be at most {MAX_IN_FLIGHT_ROWS}"),
             ));
         }
         let replication = settings.replication.trim();
@@ -201,6 +211,20 @@ mod tests {
         assert_eq!(config.consistency, Consistency::LocalQuorum);
         assert_eq!(config.ttl_seconds, 30 * 86_400);
         assert_eq!(config.write_mode, WriteMode::ReplicaBatches);
+    }
+
+    #[test]
+    fn an_in_flight_bound_past_the_semaphore_is_refused_with_its_setting() {
+        let mut settings = Settings::defaults();
+        settings.cassandra.max_in_flight_requests =
+            std::num::NonZeroUsize::new(usize::MAX).unwrap();
+        let error = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("cassandra.max_in_flight_requests"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ mod statements;
 
 use std::sync::Arc;
 
-pub use config::{parse_consistency, ttl_seconds, BatchLimits, CassandraConfig};
+pub use config::{
+    parse_consistency, ttl_seconds, BatchLimits, CassandraConfig, MAX_IN_FLIGHT_ROWS,
+};
 pub use error::{error_kind, CassandraError};
 pub use schema::{CompactionWindow, SchemaParams};
 pub use service::{RequestStats, RetryPolicy};
