@@ -23,10 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ingest::config::{Overrides, Settings, SinkKind};
-use ingest::http::AppState;
-use ingest::pipeline::PipelineWorkers;
-use ingest::sink::cassandra::{self, CassandraConfig};
+use event_cql::{self as cassandra, CassandraConfig};
+use ingest::config::SinkKind;
+use playpulse::{Overrides, Settings};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -400,7 +399,7 @@ impl ServiceUnderTest {
             // As for the pipeline: only the write path counts here.
             ("PLAYPULSE_INVALIDATION__ENABLED", "false".to_owned()),
             (
-                "PLAYPULSE_RECOMMENDATIONS__RECORD_VIEWS",
+                "PLAYPULSE_PLATFORM__RECOMMENDATIONS__RECORD_VIEWS",
                 "false".to_owned(),
             ),
         ];
@@ -526,10 +525,9 @@ fn report_latency(report: &loadgen::report::Report) -> LatencyMs {
 
 /// The service's hot path on the Cassandra sink, in process, kept across rounds.
 struct PipelineUnderTest {
-    state: AppState,
+    service: playpulse::Service,
     /// Acknowledged events of every drive, warm-ups included: the rows its keyspace holds.
     rows_written: std::sync::atomic::AtomicU64,
-    workers: PipelineWorkers,
     templates: Arc<Vec<BodyTemplate>>,
     _data_dir: tempfile::TempDir,
 }
@@ -547,17 +545,16 @@ impl PipelineUnderTest {
         settings.cassandra.keyspace = keyspace.to_owned();
         // The side paths are measured by `bench invalidation`; here only the write path counts.
         settings.invalidation.enabled = false;
-        settings.recommendations.record_views = false;
+        settings.platform.recommendations.record_views = false;
         apply_schema(args, keyspace).await?;
-        let (state, workers) = ingest::app::build_state(&settings).await?;
+        let service = playpulse::Service::start(&settings).await?;
         eprintln!(
             "pipeline on Cassandra: {} clients, {} events per request, write mode {:?}, keyspace {keyspace}",
             args.concurrency, args.batch, settings.cassandra.write_mode
         );
         Ok(PipelineUnderTest {
-            state,
+            service,
             rows_written: Default::default(),
-            workers,
             templates: pipeline::templates(args.batch, args.viewers),
             _data_dir: data_dir,
         })
@@ -571,7 +568,7 @@ impl PipelineUnderTest {
     ) -> anyhow::Result<Writer> {
         let drive = |duration| {
             pipeline::drive(
-                &self.state,
+                &self.service.state,
                 self.templates.clone(),
                 args.concurrency,
                 duration,
@@ -609,8 +606,7 @@ impl PipelineUnderTest {
     }
 
     async fn stop(self) {
-        drop(self.state);
-        self.workers.drain().await;
+        self.service.drain().await;
     }
 }
 

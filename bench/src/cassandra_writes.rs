@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use event_cql::WriteMode;
+use event_cql::{self as cassandra, CassandraConfig};
 use hdrhistogram::Histogram;
-use ingest::config::{Settings, WriteMode};
-use ingest::sink::cassandra::{self, CassandraConfig, CassandraSink};
+use ingest::sink::cassandra::CassandraSink;
 use ingest::sink::EventSink;
 use ingest::telemetry::Metrics;
+use playpulse::Settings;
 use serde_json::json;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -60,7 +62,7 @@ pub struct Args {
     /// The best mode must reach this many rows/s.
     #[arg(long, default_value_t = 50_000.0)]
     target: f64,
-    /// A configuration profile ([cassandra] nodes, consistency, max_in_flight_requests, ...).
+    /// A configuration profile ([cassandra] nodes, consistency, max_in_flight_rows, ...).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The Cassandra server's pid file, for its CPU time.
@@ -288,7 +290,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         args.events_per_partition,
         base.keyspace,
         base.consistency,
-        base.max_in_flight_requests,
+        base.max_in_flight_rows,
         base.connections_per_node,
     );
 
@@ -423,7 +425,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 "events_per_partition": args.events_per_partition,
                 "nodes": base.nodes,
                 "consistency": format!("{:?}", base.consistency),
-                "max_in_flight_requests": base.max_in_flight_requests,
+                "max_in_flight_rows": base.max_in_flight_rows,
                 "connections_per_node": base.connections_per_node,
                 "max_batch_rows": base.batch_limits.max_rows,
                 "max_multi_partition_batch_bytes": base.batch_limits.max_multi_partition_bytes,

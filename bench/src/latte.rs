@@ -5,7 +5,7 @@
 //!
 //! [`run`] runs `latte schema` (creates the keyspace and table if missing), then `latte run`,
 //! and parses the report. The keyspace is NOT dropped here: the caller names a keyspace of its
-//! own and drops it when done, e.g. with `ingest::sink::cassandra::drop_keyspace` on the
+//! own and drops it when done, e.g. with `event_cql::drop_keyspace` on the
 //! session it already has (`latte schema` cannot be trusted to drop: see below).
 //!
 //! Things about latte 0.29 the code relies on (checked against its source and a real run):
@@ -419,19 +419,16 @@ mod tests {
             report: dir.path().join("report.json"),
         };
         let config = |keyspace: &str| {
-            let mut settings = ingest::config::Settings::defaults();
+            let mut settings = playpulse::Settings::defaults();
             settings.cassandra.nodes = vec![node.clone()];
             settings.cassandra.keyspace = keyspace.to_owned();
-            ingest::sink::cassandra::CassandraConfig::from_settings(
-                &settings.cassandra,
-                settings.sink.retention,
-            )
-            .expect("valid settings")
+            event_cql::CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+                .expect("valid settings")
         };
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
         runtime.block_on(async {
             let outcome = run(&latte_run).await;
-            let (session, _) = ingest::sink::cassandra::apply_schema(&config(&reference))
+            let (session, _) = event_cql::apply_schema(&config(&reference))
                 .await
                 .expect("the sink's schema applies");
             // `viewing_history` as `system_schema` describes it, `keyspace_name` left out.
@@ -467,7 +464,7 @@ mod tests {
                 shapes.push((columns, options));
             }
             for dropped in [&keyspace, &reference] {
-                ingest::sink::cassandra::drop_keyspace(&session, dropped)
+                event_cql::drop_keyspace(&session, dropped)
                     .await
                     .expect("drops the keyspace");
             }

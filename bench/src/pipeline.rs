@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use ingest::codec::{BodyEncoding, BodyFormat};
-use ingest::config::{Overrides, Settings};
 use ingest::http::AppState;
+use playpulse::{Overrides, Settings};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -53,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         data_dir: Some(data_dir.clone()),
     };
     let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    let (state, workers) = ingest::app::build_state(&settings).await?;
+    let service = playpulse::Service::start(&settings).await?;
 
     let templates = templates(args.batch, args.viewers);
     let body_bytes = templates[0].bytes.len();
@@ -67,9 +67,14 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         args.common.duration
     );
 
-    let driven = drive(&state, templates, args.concurrency, args.common.duration).await?;
-    drop(state);
-    workers.drain().await;
+    let driven = drive(
+        &service.state,
+        templates,
+        args.concurrency,
+        args.common.duration,
+    )
+    .await?;
+    service.drain().await;
     let Driven {
         events,
         seconds: elapsed,

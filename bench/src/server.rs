@@ -16,7 +16,7 @@ pub fn build_binaries() -> anyhow::Result<PathBuf> {
             "--release",
             "--quiet",
             "-p",
-            "ingest",
+            "playpulse",
             "-p",
             "loadgen",
         ])

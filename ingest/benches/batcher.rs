@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ingest::config::Settings;
+use ingest::config::PipelineSettings;
 use ingest::pipeline::Pipeline;
 use ingest::sink::{EventSink, HistoryQuery, SinkError};
 use ingest::telemetry::Metrics;
@@ -143,8 +143,10 @@ fn admit_and_write(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for shards in [1usize, 2] {
         for in_flight in [8usize, 32] {
-            let mut settings = Settings::defaults().pipeline;
-            settings.shards = shards.try_into().unwrap();
+            let settings = PipelineSettings {
+                shards: shards.try_into().unwrap(),
+                ..PipelineSettings::default()
+            };
             let sink = Arc::new(CountingSink::default());
             let (pipeline, workers) = runtime.block_on(async {
                 Pipeline::start(

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use cache::MemoryCache;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ingest::cache::MemoryCache;
-use ingest::config::Settings;
+use ingest::config::InvalidationSettings;
 use ingest::sidepath::invalidation;
 use ingest::sidepath::DurableListener;
 use ingest::telemetry::Metrics;
@@ -18,23 +18,8 @@ const VIEWERS: u64 = 1_000_000;
 
 fn event(user_id: u64, kind: EventKind) -> PlaybackEvent {
     PlaybackEvent {
-        event_id: uuid::Uuid::from_u128(user_id as u128),
-        session_id: uuid::Uuid::from_u128(user_id as u128 + 1),
-        user_id,
-        content_id: 1,
         kind,
-        ts: 0,
-        sent_at: None,
-        received_at: 0,
-        position_ms: 0,
-        duration_ms: None,
-        bitrate_kbps: None,
-        buffer_ms: None,
-        error_code: None,
-        device: None,
-        cdn: None,
-        app_version: None,
-        country: None,
+        ..testkit::event(user_id, 0)
     }
 }
 
@@ -67,7 +52,7 @@ fn on_durable(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let settings = Settings::defaults().invalidation;
+    let settings = InvalidationSettings::default();
     let (invalidator, _task) = runtime.block_on(async {
         invalidation::start(
             &settings,

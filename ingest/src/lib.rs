@@ -1,11 +1,9 @@
-//! PlayPulse ingest. The hot path reads top to bottom:
+//! PlayPulse ingest, a library: the hot path reads top to bottom:
 //! [`http`] (request) -> [`codec`] (decompress, parse, validate) -> [`pipeline`] (admission,
-//! batching, writes) -> [`sink`] (durable) -> acknowledgement -> [`sidepath`] (cache
-//! invalidation, never on the request's path).
+//! batching, writes) -> [`sink`] (durable) -> acknowledgement -> [`sidepath`] (listeners of
+//! durable batches, never on the request's path). The service that wires it to the platform and
+//! serves it is the `playpulse` crate.
 
-pub mod app;
-/// The cache port (its own crate, shared with the CQRS platform).
-pub use cache;
 pub mod codec;
 pub mod config;
 pub mod http;
@@ -13,8 +11,6 @@ pub mod pipeline;
 pub mod sidepath;
 pub mod sink;
 pub mod telemetry;
-
-pub use app::Application;
 
 /// The server clock, epoch ms.
 pub fn now_ms() -> i64 {

@@ -1,4 +1,5 @@
-//! Telemetry: structured logs (tracing) and the service's metrics, rendered as Prometheus text.
+//! Telemetry: the service's metrics, rendered as Prometheus text (logs are `tracing` events;
+//! the binary installs their subscriber).
 //!
 //! Metrics are plain atomics owned by one application (so tests that run several in one process
 //! see their own), counted per request or per batch, never per event in a tight loop. Labels are
@@ -7,22 +8,6 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-
-use crate::config::{LogFormat, LogSettings};
-
-/// Installs the global tracing subscriber; a second call (tests) is a no-op.
-pub fn init_logging(settings: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_set = match settings.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 /// Reasons an event is rejected, as metric labels (see `wire::EventError::reason_code`).
 const REJECT_REASONS: [&str; 7] = [

@@ -1,6 +1,6 @@
 //! `loadgen cassandra`: baselines for the service, written straight to Cassandra with the sink's
-//! own schema (`config/schema.cql`, applied as `playpulse schema apply` does) and row binding
-//! (`ingest::sink::cassandra::EventRow`): no HTTP, no JSON, no pipeline.
+//! own schema (`event-cql/schema.cql`, applied as `playpulse schema apply` does) and row binding
+//! (`event_cql::EventRow`): no HTTP, no JSON, no pipeline.
 //!
 //! - `per-event`: each worker awaits one INSERT at a time, the way a hand-written writer does.
 //! - `best`: the fastest raw writer we know how to build with the driver. A request's rows are
@@ -16,9 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest::sink::cassandra::{
-    self, error_kind, insert_event_cql, parse_consistency, replica_set_batches, BatchLimits,
-    CassandraConfig, CassandraError, EventRow,
+use event_cql::{
+    self as cassandra, error_kind, insert_event_cql, parse_consistency, replica_set_batches,
+    BatchLimits, CassandraConfig, CassandraError, EventRow,
 };
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
@@ -118,8 +118,8 @@ impl CassandraTargetSettings {
             consistency: parse_consistency(&self.consistency)?,
             request_timeout,
             // Not used: the baselines bound nothing but their own workers.
-            max_in_flight_requests: cassandra::MAX_IN_FLIGHT_ROWS,
-            write_mode: ingest::config::WriteMode::ReplicaBatches,
+            max_in_flight_rows: cassandra::MAX_IN_FLIGHT_ROWS,
+            write_mode: cassandra::WriteMode::ReplicaBatches,
             max_retries: 0,
             retry_backoff: Duration::ZERO,
             ttl_seconds: self.ttl_seconds,

@@ -300,7 +300,7 @@ fn run_cassandra(args: CassandraArgs) -> anyhow::Result<bool> {
         CassandraMode::PerEvent => 1,
         CassandraMode::Best => 1000,
     });
-    let ttl_seconds = ingest::sink::cassandra::ttl_seconds(args.retention)?;
+    let ttl_seconds = event_cql::ttl_seconds(args.retention)?;
     let target = TargetSettings::Cassandra(CassandraTargetSettings {
         nodes: args.nodes,
         keyspace: args.keyspace,

@@ -54,7 +54,7 @@ pub enum RunError {
     Report(#[from] ReportError),
     /// Cassandra cannot be reached, or its schema applied.
     #[error(transparent)]
-    Cassandra(#[from] ingest::sink::cassandra::CassandraError),
+    Cassandra(#[from] event_cql::CassandraError),
 }
 
 /// Runs the load the settings describe, phase by phase, and reports it.

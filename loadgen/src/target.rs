@@ -81,7 +81,7 @@ pub enum Failure {
     /// A 200 whose body is not an acknowledgement.
     BadAck,
     /// Cassandra refused or did not answer a write; the driver's error, by kind
-    /// (`ingest::sink::cassandra::error_kind`).
+    /// (`event_cql::error_kind`).
     Cassandra(&'static str),
     /// A request prepared for the other target (a bug in the generator, counted, not hidden).
     WrongPayload,

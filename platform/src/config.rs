@@ -1,5 +1,6 @@
-//! The platform's settings: sections that ingest's `Settings` embeds (`[commands]`,
-//! `[read_model]`, `[outbox]`, `[recommendations]`), with defaults in config/default.toml.
+//! The platform's settings: the `[platform]` section of the service's settings
+//! (`platform.enabled` and `[platform.commands]`, `[platform.read_model]`, `[platform.outbox]`,
+//! `[platform.recommendations]`), with defaults in config/default.toml.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +19,6 @@ pub enum CommandStoreKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandsSettings {
-    /// Serve the platform's routes at all.
-    pub enabled: bool,
     pub kind: CommandStoreKind,
     /// Empty: `<embedded.data_dir>/platform/commands.sqlite`.
     pub sqlite_path: PathBuf,
@@ -77,7 +76,19 @@ pub struct RecommendationsSettings {
     pub recorder_queue: usize,
 }
 
-/// Where the Cassandra read model connects (ingest's `[cassandra]` section).
+/// The `[platform]` section, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSection {
+    /// Run the platform at all: its routes, relay, projectors and view recorder.
+    pub enabled: bool,
+    pub commands: CommandsSettings,
+    pub read_model: ReadModelSettings,
+    pub outbox: OutboxSettings,
+    pub recommendations: RecommendationsSettings,
+}
+
+/// Where the Cassandra read model connects (the service's `[cassandra]` section).
 #[derive(Debug, Clone)]
 pub struct CassandraConnection {
     pub nodes: Vec<String>,
@@ -117,30 +128,33 @@ impl PlatformSettings {
         };
         if self.commands.idempotency_key_retention < Duration::from_secs(24 * 3600) {
             return fail(
-                "commands.idempotency_key_retention",
+                "platform.commands.idempotency_key_retention",
                 "must be at least 24h (the API promises a day of retries)",
             );
         }
         if self.commands.charge_attempts == 0 {
-            return fail("commands.charge_attempts", "must be at least 1");
+            return fail("platform.commands.charge_attempts", "must be at least 1");
         }
         if self.commands.charge_timeout.is_zero() {
-            return fail("commands.charge_timeout", "must be more than 0");
+            return fail("platform.commands.charge_timeout", "must be more than 0");
         }
         if self.commands.postgres_max_connections == 0 {
-            return fail("commands.postgres_max_connections", "must be at least 1");
+            return fail(
+                "platform.commands.postgres_max_connections",
+                "must be at least 1",
+            );
         }
         if self.outbox.batch_size == 0 {
-            return fail("outbox.batch_size", "must be at least 1");
+            return fail("platform.outbox.batch_size", "must be at least 1");
         }
         if self.outbox.poll_interval.is_zero() {
-            return fail("outbox.poll_interval", "must be more than 0");
+            return fail("platform.outbox.poll_interval", "must be more than 0");
         }
         if self.recommendations.ttl.is_zero() || self.recommendations.profile_ttl.is_zero() {
-            return fail("recommendations.ttl", "must be more than 0");
+            return fail("platform.recommendations.ttl", "must be more than 0");
         }
         if self.recommendations.limit == 0 {
-            return fail("recommendations.limit", "must be at least 1");
+            return fail("platform.recommendations.limit", "must be at least 1");
         }
         let keyspace = &self.read_model.keyspace;
         if keyspace.is_empty()
@@ -149,7 +163,7 @@ impl PlatformSettings {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return fail(
-                "read_model.keyspace",
+                "platform.read_model.keyspace",
                 "must be letters, digits and underscores",
             );
         }

@@ -52,9 +52,10 @@ pub enum PlatformError {
 pub struct Platform {
     pub state: http::PlatformState,
     pub relay: Arc<Relay>,
-    pub recorder: Option<ViewingRecorder>,
+    /// The view recorder (when `recommendations.record_views`), until its host takes it as a
+    /// side path of ingest with [`Platform::take_view_recorder`].
+    recorder: Option<(ViewingRecorder, RecorderTask)>,
     relay_task: Option<RelayHandle>,
-    recorder_task: Option<RecorderTask>,
     purge: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
@@ -154,18 +155,15 @@ impl Platform {
             settings.recommendations.ttl,
             settings.recommendations.limit,
         ));
-        let (recorder, recorder_task) = if settings.recommendations.record_views {
-            let (recorder, task) = ViewingRecorder::start(
+        let recorder = settings.recommendations.record_views.then(|| {
+            ViewingRecorder::start(
                 read_model.clone(),
                 Some(cache.clone()),
                 recommendations.refresh_epochs(),
                 settings.recommendations.limit,
                 settings.recommendations.recorder_queue,
-            );
-            (Some(recorder), Some(task))
-        } else {
-            (None, None)
-        };
+            )
+        });
         let purge = spawn_purge(store, settings.commands.idempotency_key_retention);
         Platform {
             state: http::PlatformState {
@@ -178,7 +176,6 @@ impl Platform {
             relay,
             recorder,
             relay_task: Some(relay_task),
-            recorder_task,
             purge: Some(purge),
         }
     }
@@ -187,8 +184,15 @@ impl Platform {
         http::router(self.state.clone())
     }
 
-    /// Stops the relay after its round in progress, the purge, and lets the recorder write what
-    /// it holds (once every recorder clone, e.g. in the ingest pipeline, is dropped).
+    /// The view recorder and its task, for the host to feed with durable playback events and
+    /// to finish after its pipeline has drained (see [`ViewingRecorder`]); `None` when
+    /// `recommendations.record_views` is off or it was taken already.
+    pub fn take_view_recorder(&mut self) -> Option<(ViewingRecorder, RecorderTask)> {
+        self.recorder.take()
+    }
+
+    /// Stops the relay after its round in progress, the purge, and lets a recorder still held
+    /// here write what it holds (once every recorder clone is dropped).
     pub async fn shutdown(mut self) {
         if let Some(relay) = self.relay_task.take() {
             relay.stop().await;
@@ -197,9 +201,9 @@ impl Platform {
             let _ = stop.send(true);
             let _ = task.await;
         }
-        self.recorder = None;
-        if let Some(recorder) = self.recorder_task.take() {
-            recorder.finished().await;
+        if let Some((recorder, task)) = self.recorder.take() {
+            drop(recorder);
+            task.finished().await;
         }
     }
 }

@@ -15,11 +15,11 @@ use axum::Router;
 pub use error::ApiError;
 pub use events::{ingest_body, Ack, RejectedEvent};
 
-use crate::cache::Cache;
 use crate::config::ServerSettings;
 use crate::pipeline::Pipeline;
 use crate::sink::EventSink;
 use crate::telemetry::Metrics;
+use cache::Cache;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -55,7 +55,7 @@ impl Batch {
 }
 
 pub struct Batcher {
-    lane: usize,
+    shard: usize,
     queue: flume::Receiver<Work>,
     sink: Arc<dyn EventSink>,
     listeners: Arc<[Arc<dyn DurableListener>]>,
@@ -65,7 +65,7 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(
-        lane: usize,
+        shard: usize,
         queue: flume::Receiver<Work>,
         sink: Arc<dyn EventSink>,
         listeners: Arc<[Arc<dyn DurableListener>]>,
@@ -73,7 +73,7 @@ impl Batcher {
         metrics: Arc<Metrics>,
     ) -> Batcher {
         Batcher {
-            lane,
+            shard,
             queue,
             sink,
             listeners,
@@ -92,10 +92,10 @@ impl Batcher {
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let (sink, metrics, lane) = (self.sink.clone(), self.metrics.clone(), self.lane);
+            let (sink, metrics, shard) = (self.sink.clone(), self.metrics.clone(), self.shard);
             let listeners = self.listeners.clone();
             writes.spawn(async move {
-                write_batch(lane, batch, sink.as_ref(), &listeners, &metrics).await;
+                write_batch(shard, batch, sink.as_ref(), &listeners, &metrics).await;
                 drop(permit);
             });
             while writes.try_join_next().is_some() {}
@@ -132,7 +132,7 @@ impl Batcher {
 }
 
 async fn write_batch(
-    lane: usize,
+    shard: usize,
     batch: Batch,
     sink: &dyn EventSink,
     listeners: &[Arc<dyn DurableListener>],
@@ -141,7 +141,7 @@ async fn write_batch(
     let count = batch.events.len();
     let events = Arc::new(batch.events);
     let started = Instant::now();
-    let result = sink.write(lane, events.clone()).await;
+    let result = sink.write(shard, events.clone()).await;
     match &result {
         Ok(()) => {
             metrics.batch_written(count, started.elapsed());
@@ -151,7 +151,7 @@ async fn write_batch(
         }
         Err(error) => {
             metrics.batch_failed(started.elapsed());
-            tracing::warn!(lane, events = count, %error, "batch write failed");
+            tracing::warn!(shard, events = count, %error, "batch write failed");
         }
     }
     metrics.queue_depth_add(-(count as i64));

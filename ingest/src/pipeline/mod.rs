@@ -82,14 +82,14 @@ impl Pipeline {
         };
         let mut senders = Vec::new();
         let mut batchers = Vec::new();
-        for lane in 0..settings.shards.get() {
+        for shard in 0..settings.shards.get() {
             // Unbounded in count, bounded in bytes: only admitted requests reach these queues,
             // so the admission budget is what bounds them (the full-queue policy is "shed at
             // admission", never block after it).
             let (sender, receiver) = flume::unbounded();
             senders.push(sender);
             let batcher = Batcher::new(
-                lane,
+                shard,
                 receiver,
                 sink.clone(),
                 listeners.clone(),

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use wire::PlaybackEvent;
 
 use super::DurableListener;
-use crate::cache::{Cache, CacheError};
 use crate::config::InvalidationSettings;
 use crate::telemetry::Metrics;
+use cache::{Cache, CacheError};
 
 /// Shards of the pending set: the batchers record into different shards most of the time, so
 /// they rarely wait on each other or on the flusher's swap.
@@ -398,7 +398,7 @@ mod tests {
     use wire::EventKind;
 
     use super::*;
-    use crate::cache::MemoryCache;
+    use cache::MemoryCache;
 
     /// The in-process cache, with a switch that makes it refuse like an unreachable Redis, and
     /// a count of unlink requests. (The real outage, a Redis stopped and started again, is in
@@ -442,23 +442,8 @@ mod tests {
 
     fn event(user_id: u64, kind: EventKind) -> PlaybackEvent {
         PlaybackEvent {
-            event_id: uuid::Uuid::new_v4(),
-            session_id: uuid::Uuid::new_v4(),
-            user_id,
-            content_id: 1,
             kind,
-            ts: 0,
-            sent_at: None,
-            received_at: 0,
-            position_ms: 0,
-            duration_ms: None,
-            bitrate_kbps: None,
-            buffer_ms: None,
-            error_code: None,
-            device: None,
-            cdn: None,
-            app_version: None,
-            country: None,
+            ..testkit::event(user_id, 0)
         }
     }
 

@@ -34,9 +34,9 @@ pub struct HistoryQuery {
 /// `(ts DESC, event_id DESC)`; writing an event twice stores it once.
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
-    /// Makes a batch durable: when this returns `Ok`, every event survives a crash. `lane` is the
-    /// batcher that formed the batch (a store may keep one append stream per lane).
-    async fn write(&self, lane: usize, events: Arc<Vec<PlaybackEvent>>) -> Result<(), SinkError>;
+    /// Makes a batch durable: when this returns `Ok`, every event survives a crash. `shard` is the
+    /// batcher that formed the batch (a store may keep one append stream per shard).
+    async fn write(&self, shard: usize, events: Arc<Vec<PlaybackEvent>>) -> Result<(), SinkError>;
 
     /// The events of one user in a time range, newest first, each once.
     async fn history(&self, query: HistoryQuery) -> Result<Vec<PlaybackEvent>, SinkError>;

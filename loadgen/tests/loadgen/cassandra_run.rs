@@ -4,33 +4,17 @@
 
 use std::time::Duration;
 
-use ingest::config::Settings;
-use ingest::sink::cassandra::{self, CassandraConfig, HISTORY_TABLE};
+use event_cql::{self as cassandra, CassandraConfig, CassandraSettings, HISTORY_TABLE};
 use loadgen::report::Report;
 
 use crate::helpers::loadgen;
 
-/// The Cassandra to test against. Unset: the test fails and says how to start one, unless
-/// `PLAYPULSE_SKIP_ENGINE_TESTS=1`, when it is skipped.
-fn cassandra_address() -> Option<String> {
-    if let Ok(address) = std::env::var("PLAYPULSE_TEST_CASSANDRA") {
-        return Some(address);
-    }
-    if std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: a Cassandra test (PLAYPULSE_SKIP_ENGINE_TESTS=1)");
-        return None;
-    }
-    panic!(
-        "PLAYPULSE_TEST_CASSANDRA is not set, and this test needs a real Cassandra: run \
-         `engines/up cassandra`, then `PLAYPULSE_TEST_CASSANDRA=127.0.0.1:9042 cargo test` \
-         (PLAYPULSE_SKIP_ENGINE_TESTS=1 skips the engine tests instead)"
-    );
-}
-
 async fn session(address: &str) -> scylla::client::session::Session {
-    let mut settings = Settings::defaults();
-    settings.cassandra.nodes = vec![address.to_owned()];
-    CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+    let settings = CassandraSettings {
+        nodes: vec![address.to_owned()],
+        ..CassandraSettings::default()
+    };
+    CassandraConfig::from_settings(&settings, Duration::from_secs(86_400))
         .expect("valid settings")
         .connect()
         .await
@@ -50,13 +34,12 @@ async fn rows_in(session: &scylla::client::session::Session, keyspace: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_modes_write_exactly_the_acknowledged_rows_and_report_them() {
-    let Some(address) = cassandra_address() else {
+    let Some(address) = testkit::engines::cassandra() else {
         return;
     };
     let session = session(&address).await;
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
     for (mode, batch, rate) in [("best", "200", "2000"), ("per-event", "1", "400")] {
-        let keyspace = format!("pp_test_{}_loadgen_{suffix}", mode.replace('-', "_"));
+        let keyspace = testkit::unique_name(&format!("pp_test_loadgen_{}", mode.replace('-', "_")));
         let report_dir = tempfile::tempdir().unwrap();
         let report_path = report_dir.path().join("report.json");
         let output = loadgen(

@@ -2,8 +2,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use ingest::config::{Overrides, Settings};
-use ingest::Application;
+use playpulse::{Application, Overrides, Settings};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

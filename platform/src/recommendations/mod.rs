@@ -13,7 +13,7 @@ use cache::Cache;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-pub use recorder::{co_watched, RecorderTask, ViewingRecorder};
+pub use recorder::{co_watched, RecorderTask, RefreshListener, ViewingRecorder};
 
 use crate::readmodel::{ReadModel, ReadModelError, Recommendation};
 

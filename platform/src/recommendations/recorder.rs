@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use cache::Cache;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use wire::{EventKind, PlaybackEvent};
+use wire::PlaybackEvent;
 
 use super::RefreshEpochs;
 use crate::readmodel::{ReadModel, ReadModelError, Recommendation};
@@ -27,8 +27,13 @@ pub struct ViewingRecorder {
 }
 
 /// Told which users' recommendations were just refreshed, after the read-model write: the
-/// moment their cached answers may be dropped, never before.
-pub type RefreshedUsers = Arc<dyn Fn(&[u64]) + Send + Sync>;
+/// moment their cached answers may be dropped, never before. Runs on the recorder's task: it
+/// must only record what to do and return.
+pub trait RefreshListener: Send + Sync + 'static {
+    fn refreshed(&self, users: &[u64]);
+}
+
+type RefreshedUsers = Arc<dyn RefreshListener>;
 
 impl ViewingRecorder {
     /// Starts the recorder's task; it ends once every `ViewingRecorder` clone is dropped.
@@ -67,7 +72,7 @@ impl ViewingRecorder {
     pub fn record(&self, events: &[PlaybackEvent]) {
         let views: Vec<(u64, u64)> = events
             .iter()
-            .filter(|event| matches!(event.kind, EventKind::Start | EventKind::Complete))
+            .filter(|event| event.kind.changes_taste())
             .map(|event| (event.user_id, event.content_id))
             .collect();
         if views.is_empty() {
@@ -76,19 +81,19 @@ impl ViewingRecorder {
         if let Err(full) = self.queue.try_send(views) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             // Not refreshed, but whoever drops cached answers must still hear of these users.
-            if let (Some(hook), mpsc::error::TrySendError::Full(views)) =
+            if let (Some(listener), mpsc::error::TrySendError::Full(views)) =
                 (self.after_refresh.get(), full)
             {
                 let users: BTreeSet<u64> = views.iter().map(|&(user, _)| user).collect();
-                hook(&users.into_iter().collect::<Vec<_>>());
+                listener.refreshed(&users.into_iter().collect::<Vec<_>>());
             }
         }
     }
 
-    /// Hands refreshed users to `hook` (e.g. ingest's coalescing invalidation side path)
+    /// Hands refreshed users to `listener` (e.g. ingest's coalescing invalidation side path)
     /// instead of unlinking their keys itself. Set once, before events flow; false if already set.
-    pub fn notify_after_refresh(&self, hook: RefreshedUsers) -> bool {
-        self.after_refresh.set(hook).is_ok()
+    pub fn notify_after_refresh(&self, listener: Arc<dyn RefreshListener>) -> bool {
+        self.after_refresh.set(listener).is_ok()
     }
 
     /// Batches dropped because the queue was full.
@@ -141,8 +146,8 @@ async fn run(
         for &user in &users {
             epochs.bump(user);
         }
-        if let Some(hook) = after_refresh.get() {
-            hook(&users);
+        if let Some(listener) = after_refresh.get() {
+            listener.refreshed(&users);
         } else if let Some(cache) = &cache {
             let keys: Vec<String> = users
                 .iter()

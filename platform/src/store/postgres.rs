@@ -89,7 +89,7 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(StoreError::database(
-                "connect to postgres (commands.postgres_url)",
+                "connect to postgres (platform.commands.postgres_url)",
             ))?;
         let mut tx = pool.begin().await.map_err(StoreError::database("begin"))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -44,26 +44,9 @@ pub struct Backend {
     pub _dir: tempfile::TempDir,
 }
 
-/// Reads an engine's address from the environment; `None` (skip) only when
-/// `PLAYPULSE_SKIP_ENGINE_TESTS=1`, otherwise a missing address fails the test.
-fn engine(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1") => {
-            eprintln!("skipped: {var} is unset and PLAYPULSE_SKIP_ENGINE_TESTS=1");
-            None
-        }
-        _ => panic!(
-            "{var} is unset: run scripts/test-all.sh (it starts the engines), or set \
-             PLAYPULSE_SKIP_ENGINE_TESTS=1 to skip engine-backed tests"
-        ),
-    }
-}
-
 pub fn settings(dir: &std::path::Path) -> PlatformSettings {
     PlatformSettings {
         commands: CommandsSettings {
-            enabled: true,
             kind: CommandStoreKind::Sqlite,
             sqlite_path: "".into(),
             postgres_url: String::new(),
@@ -99,10 +82,6 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
     }
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
-
 impl Backend {
     pub async fn embedded() -> Backend {
         let dir = tempfile::tempdir().unwrap();
@@ -124,12 +103,12 @@ impl Backend {
 
     /// PostgreSQL (a fresh database), Cassandra (a fresh keyspace), Redis (a fresh prefix).
     pub async fn engines() -> Option<Backend> {
-        let postgres = engine("PLAYPULSE_TEST_POSTGRES")?;
-        let cassandra = engine("PLAYPULSE_TEST_CASSANDRA")?;
-        let redis = engine("PLAYPULSE_TEST_REDIS")?;
+        let postgres = testkit::engines::postgres()?;
+        let cassandra = testkit::engines::cassandra()?;
+        let redis = testkit::engines::redis()?;
         let dir = tempfile::tempdir().unwrap();
         let mut settings = settings(dir.path());
-        let database = unique("pp_test");
+        let database = testkit::unique_name("pp_test");
         let admin = sqlx::PgPool::connect(&postgres)
             .await
             .expect("PostgreSQL answers");
@@ -144,7 +123,7 @@ impl Backend {
         settings.commands.kind = CommandStoreKind::Postgres;
         settings.commands.postgres_url = format!("{base}/{database}");
         settings.read_model.kind = ReadModelKind::Cassandra;
-        settings.read_model.keyspace = unique("pp_test");
+        settings.read_model.keyspace = testkit::unique_name("pp_test");
         settings.cassandra.nodes = vec![cassandra.clone()];
         let store = PostgresStore::connect(&settings.commands.postgres_url, 16)
             .await
@@ -160,7 +139,7 @@ impl Backend {
         .expect("Cassandra read model");
         let cache = RedisCache::new(
             &redis,
-            &format!("{}:", unique("pp_test")),
+            &format!("{}:", testkit::unique_name("pp_test")),
             RedisOptions::default(),
         )
         .unwrap();

@@ -41,23 +41,9 @@ async fn a_load_that_overlaps_a_refresh_does_not_fill_the_cache(backend: Backend
 
 fn event(user: u64, content: u64) -> wire::PlaybackEvent {
     wire::PlaybackEvent {
-        event_id: uuid::Uuid::new_v4(),
-        session_id: uuid::Uuid::new_v4(),
-        user_id: user,
         content_id: content,
         kind: wire::EventKind::Start,
-        ts: 0,
-        sent_at: None,
-        received_at: 0,
-        position_ms: 0,
-        duration_ms: None,
-        bitrate_kbps: None,
-        buffer_ms: None,
-        error_code: None,
-        device: None,
-        cdn: None,
-        app_version: None,
-        country: None,
+        ..testkit::event(user, 0)
     }
 }
 

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_cql::{is_transient, CassandraConfig, CassandraError};
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
 use tokio::sync::Semaphore;
 
-use super::config::CassandraConfig;
-use super::error::{is_transient, CassandraError};
 use crate::telemetry::Metrics;
 
 /// The longest pause between two attempts.
@@ -78,8 +77,8 @@ impl CassandraService {
     pub fn new(session: Arc<Session>, config: &CassandraConfig, metrics: Arc<Metrics>) -> Self {
         CassandraService {
             session,
-            in_flight: Semaphore::new(config.max_in_flight_requests),
-            capacity: config.max_in_flight_requests.min(u32::MAX as usize) as u32,
+            in_flight: Semaphore::new(config.max_in_flight_rows),
+            capacity: config.max_in_flight_rows.min(u32::MAX as usize) as u32,
             retry: RetryPolicy {
                 max_retries: config.max_retries,
                 backoff: config.retry_backoff,
@@ -106,7 +105,7 @@ impl CassandraService {
     }
 
     /// Runs one request of `rows` rows: waits until that many rows may be in flight (of
-    /// `max_in_flight_requests`: a single-row insert is one, a batch counts its rows, up to the
+    /// `max_in_flight_rows`: a single-row insert is one, a batch counts its rows, up to the
     /// whole bound), sends it, and on an error worth retrying waits and sends it again, up to
     /// `max_retries` times. The permits go back during the pause, so a failing request does not
     /// hold others up. Every request sent here must be idempotent.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use super::block::{self, BlockHeader, HEADER_LEN};
 use super::bloom::Bloom;
 
-pub fn segment_path(lane_dir: &Path, seq: u64) -> PathBuf {
-    lane_dir.join(format!("{seq:016}.seg"))
+pub fn segment_path(shard_dir: &Path, seq: u64) -> PathBuf {
+    shard_dir.join(format!("{seq:016}.seg"))
 }
 
 /// The sequence number of a segment file name, if it is one.
@@ -24,7 +24,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The open tail of a lane: blocks are appended here.
+/// The open tail of a shard: blocks are appended here.
 pub struct SegmentWriter {
     pub seq: u64,
     pub file: Arc<File>,
@@ -34,14 +34,14 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     /// Creates a new, empty segment and makes its directory entry durable.
-    pub fn create(lane_dir: &Path, seq: u64, now_ms: i64) -> io::Result<SegmentWriter> {
-        let path = segment_path(lane_dir, seq);
+    pub fn create(shard_dir: &Path, seq: u64, now_ms: i64) -> io::Result<SegmentWriter> {
+        let path = segment_path(shard_dir, seq);
         let file = OpenOptions::new()
             .create_new(true)
             .read(true)
             .append(true)
             .open(&path)?;
-        sync_dir(lane_dir)?;
+        sync_dir(shard_dir)?;
         Ok(SegmentWriter {
             seq,
             file: Arc::new(file),
@@ -51,8 +51,8 @@ impl SegmentWriter {
     }
 
     /// Reopens an existing segment to append after `len` valid bytes.
-    pub fn reopen(lane_dir: &Path, seq: u64, len: u64, now_ms: i64) -> io::Result<SegmentWriter> {
-        let path = segment_path(lane_dir, seq);
+    pub fn reopen(shard_dir: &Path, seq: u64, len: u64, now_ms: i64) -> io::Result<SegmentWriter> {
+        let path = segment_path(shard_dir, seq);
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
         Ok(SegmentWriter {
             seq,

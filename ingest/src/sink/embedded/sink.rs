@@ -53,9 +53,9 @@ impl EmbeddedSink {
 
 #[async_trait]
 impl EventSink for EmbeddedSink {
-    async fn write(&self, lane: usize, events: Arc<Vec<PlaybackEvent>>) -> Result<(), SinkError> {
+    async fn write(&self, shard: usize, events: Arc<Vec<PlaybackEvent>>) -> Result<(), SinkError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.append(lane, &events))
+        tokio::task::spawn_blocking(move || store.append(shard, &events))
             .await
             .map_err(failed)?
             .map_err(|error| match error.raw_os_error() {

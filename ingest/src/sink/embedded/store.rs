@@ -1,4 +1,4 @@
-//! The store itself, synchronous: lanes of segment files, an in-memory index of blocks,
+//! The store itself, synchronous: shards of segment files, an in-memory index of blocks,
 //! retention. `sink.rs` puts it behind the async [`crate::sink::EventSink`] trait.
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use crate::sink::{newest_first_unique, HistoryQuery};
 pub struct StoreOptions {
     pub data_dir: PathBuf,
     /// Append streams, one per pipeline shard.
-    pub lanes: usize,
+    pub shards: usize,
     /// An event expires this long after it was written.
     pub retention: Duration,
     pub segment_bytes: u64,
@@ -62,13 +62,13 @@ impl IndexedSegment {
     }
 }
 
-struct Lane {
+struct Shard {
     dir: PathBuf,
-    writer: Mutex<LaneWriter>,
+    writer: Mutex<ShardWriter>,
     segments: RwLock<BTreeMap<u64, IndexedSegment>>,
 }
 
-struct LaneWriter {
+struct ShardWriter {
     active: SegmentWriter,
     /// After a failed write or fsync the file's state is unknown: start a new segment.
     must_roll: bool,
@@ -77,7 +77,7 @@ struct LaneWriter {
 /// The embedded event store.
 pub struct EventStore {
     options: StoreOptions,
-    lanes: Vec<Lane>,
+    shards: Vec<Shard>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,28 +85,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EventStore {
-    /// Opens (or creates) a store, recovering each lane: a torn tail left by a crash is cut.
+    /// Opens (or creates) a store, recovering each shard: a torn tail left by a crash is cut.
     pub fn open(options: StoreOptions) -> io::Result<EventStore> {
         let events_dir = options.data_dir.join("events");
         fs::create_dir_all(&events_dir)?;
-        let existing_lanes = fs::read_dir(&events_dir)?
+        let existing_shards = fs::read_dir(&events_dir)?
             .filter_map(|entry| {
                 entry
                     .ok()?
                     .file_name()
                     .to_str()?
-                    .strip_prefix("lane-")?
+                    .strip_prefix("shard-")?
                     .parse::<usize>()
                     .ok()
             })
-            .map(|lane| lane + 1)
+            .map(|shard| shard + 1)
             .max()
             .unwrap_or(0);
-        let lane_count = options.lanes.max(existing_lanes).max(1);
-        let lanes = (0..lane_count)
-            .map(|lane| open_lane(&events_dir.join(format!("lane-{lane}")), &options))
+        let shard_count = options.shards.max(existing_shards).max(1);
+        let shards = (0..shard_count)
+            .map(|shard| open_shard(&events_dir.join(format!("shard-{shard}")), &options))
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(EventStore { options, lanes })
+        Ok(EventStore { options, shards })
     }
 
     fn retention_ms(&self) -> i64 {
@@ -119,18 +119,18 @@ impl EventStore {
     }
 
     /// Appends a batch as one block; durable when this returns (with `fsync`).
-    pub fn append(&self, lane: usize, events: &[PlaybackEvent]) -> io::Result<()> {
+    pub fn append(&self, shard: usize, events: &[PlaybackEvent]) -> io::Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let block = block::encode(events);
-        let lane = &self.lanes[lane % self.lanes.len()];
-        let mut writer = lock(&lane.writer);
+        let shard = &self.shards[shard % self.shards.len()];
+        let mut writer = lock(&shard.writer);
         let now = now_ms();
         let full = writer.active.len + block.bytes.len() as u64 > self.options.segment_bytes;
         let old = now - writer.active.opened_at_ms > self.max_segment_age_ms();
         if writer.must_roll || (writer.active.len > 0 && (full || old)) {
-            self.roll(lane, &mut writer, now)?;
+            self.roll(shard, &mut writer, now)?;
         }
         let offset = match writer.active.append(&block.bytes, self.options.fsync) {
             Ok(offset) => offset,
@@ -139,7 +139,7 @@ impl EventStore {
                 return Err(error);
             }
         };
-        let mut segments = lane
+        let mut segments = shard
             .segments
             .write()
             .unwrap_or_else(PoisonError::into_inner);
@@ -147,7 +147,7 @@ impl EventStore {
             .entry(writer.active.seq)
             .or_insert_with(|| IndexedSegment {
                 file: writer.active.file.clone(),
-                path: segment::segment_path(&lane.dir, writer.active.seq),
+                path: segment::segment_path(&shard.dir, writer.active.seq),
                 blocks: Vec::new(),
                 bytes: 0,
             });
@@ -160,8 +160,8 @@ impl EventStore {
         Ok(())
     }
 
-    fn roll(&self, lane: &Lane, writer: &mut LaneWriter, now: i64) -> io::Result<()> {
-        let next = SegmentWriter::create(&lane.dir, writer.active.seq + 1, now)?;
+    fn roll(&self, shard: &Shard, writer: &mut ShardWriter, now: i64) -> io::Result<()> {
+        let next = SegmentWriter::create(&shard.dir, writer.active.seq + 1, now)?;
         writer.active = next;
         writer.must_roll = false;
         Ok(())
@@ -173,8 +173,11 @@ impl EventStore {
         let retention = self.retention_ms();
         let alive = |received_at: i64| received_at.saturating_add(retention) > now;
         let mut candidates = Vec::new();
-        for lane in &self.lanes {
-            let segments = lane.segments.read().unwrap_or_else(PoisonError::into_inner);
+        for shard in &self.shards {
+            let segments = shard
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             for segment in segments.values() {
                 for block in &segment.blocks {
                     let header = &block.header;
@@ -214,14 +217,14 @@ impl EventStore {
         let now = now_ms();
         let retention = self.retention_ms();
         let mut deleted = 0;
-        for lane in &self.lanes {
-            let mut writer = lock(&lane.writer);
+        for shard in &self.shards {
+            let mut writer = lock(&shard.writer);
             if writer.active.len > 0 && now - writer.active.opened_at_ms > self.max_segment_age_ms()
             {
-                self.roll(lane, &mut writer, now)?;
+                self.roll(shard, &mut writer, now)?;
             }
             let active = writer.active.seq;
-            let mut segments = lane
+            let mut segments = shard
                 .segments
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -244,8 +247,11 @@ impl EventStore {
 
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats::default();
-        for lane in &self.lanes {
-            let segments = lane.segments.read().unwrap_or_else(PoisonError::into_inner);
+        for shard in &self.shards {
+            let segments = shard
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             stats.segments += segments.len();
             for segment in segments.values() {
                 stats.blocks += segment.blocks.len();
@@ -261,7 +267,7 @@ impl EventStore {
     }
 }
 
-fn open_lane(dir: &Path, options: &StoreOptions) -> io::Result<Lane> {
+fn open_shard(dir: &Path, options: &StoreOptions) -> io::Result<Shard> {
     fs::create_dir_all(dir)?;
     let mut seqs: Vec<u64> = fs::read_dir(dir)?
         .filter_map(|entry| segment::segment_seq(&entry.ok()?.path()))
@@ -312,9 +318,9 @@ fn open_lane(dir: &Path, options: &StoreOptions) -> io::Result<Lane> {
         Some(seq) => SegmentWriter::create(dir, seq + 1, now)?,
         None => SegmentWriter::create(dir, 0, now)?,
     };
-    Ok(Lane {
+    Ok(Shard {
         dir: dir.to_owned(),
-        writer: Mutex::new(LaneWriter {
+        writer: Mutex::new(ShardWriter {
             active,
             must_roll: false,
         }),
@@ -334,7 +340,7 @@ mod tests {
     fn options(dir: &Path) -> StoreOptions {
         StoreOptions {
             data_dir: dir.to_owned(),
-            lanes: 1,
+            shards: 1,
             retention: Duration::from_secs(86_400),
             segment_bytes: 1 << 20,
             fsync: true,
@@ -343,23 +349,14 @@ mod tests {
 
     fn event(user_id: u64, ts: i64) -> PlaybackEvent {
         PlaybackEvent {
-            event_id: Uuid::new_v4(),
             session_id: Uuid::from_u128(9),
-            user_id,
             content_id: 3,
             kind: EventKind::Pause,
-            ts,
-            sent_at: None,
             received_at: now_ms(),
             position_ms: 5,
-            duration_ms: None,
-            bitrate_kbps: None,
             buffer_ms: Some(40),
             error_code: Some("E1".into()),
-            device: None,
-            cdn: None,
-            app_version: None,
-            country: None,
+            ..testkit::event(user_id, ts)
         }
     }
 
@@ -373,7 +370,7 @@ mod tests {
     }
 
     fn only_segment(dir: &Path) -> PathBuf {
-        segment::segment_path(&dir.join("events").join("lane-0"), 0)
+        segment::segment_path(&dir.join("events").join("shard-0"), 0)
     }
 
     #[test]

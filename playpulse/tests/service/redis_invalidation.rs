@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ingest::cache::{Cache, CacheError, MemoryCache, RedisCache, RedisOptions};
+use cache::{Cache, CacheError, MemoryCache, RedisCache, RedisOptions};
 use ingest::codec::{BodyEncoding, BodyFormat};
-use ingest::config::{Overrides, Settings};
+use playpulse::{Overrides, Settings};
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -16,26 +16,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::helpers::*;
-
-/// The Redis these tests use. Unset, the tests fail (CI must not pass without the engine)
-/// unless `PLAYPULSE_SKIP_ENGINE_TESTS=1` says to skip them.
-pub fn test_redis() -> Option<String> {
-    if let Ok(url) = std::env::var("PLAYPULSE_TEST_REDIS") {
-        if !url.is_empty() {
-            return Some(url);
-        }
-    }
-    if std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: a Redis test (PLAYPULSE_SKIP_ENGINE_TESTS=1)");
-        return None;
-    }
-    panic!(
-        "PLAYPULSE_TEST_REDIS is not set, and this test needs a real Redis. From the repository \
-         root run `engines/up redis`, then `PLAYPULSE_TEST_REDIS=redis://127.0.0.1:6379 cargo \
-         test` (or scripts/test-all.sh, which does both); PLAYPULSE_SKIP_ENGINE_TESTS=1 skips \
-         the engine tests instead"
-    );
-}
 
 pub fn unique_prefix() -> String {
     format!("pp-test-{}:", uuid::Uuid::new_v4().simple())
@@ -116,7 +96,9 @@ async fn spawn_app_on_redis(url: &str, prefix: &str, extra: &[(&str, &str)]) -> 
 
 #[tokio::test]
 async fn an_invalidation_lands_within_a_second_of_the_durable_write() {
-    let Some(url) = test_redis() else { return };
+    let Some(url) = testkit::engines::redis() else {
+        return;
+    };
     let prefix = unique_prefix();
     let app = spawn_app_on_redis(&url, &prefix, &[]).await;
     let mut redis = connect(&url).await;
@@ -195,7 +177,9 @@ impl Monitor {
 
 #[tokio::test]
 async fn a_burst_for_one_user_is_coalesced_into_one_unlink() {
-    let Some(url) = test_redis() else { return };
+    let Some(url) = testkit::engines::redis() else {
+        return;
+    };
     let prefix = unique_prefix();
     // A long window, so that the whole burst surely falls within it.
     let window = Duration::from_secs(3);
@@ -374,7 +358,9 @@ fn log_text(path: &Path) -> String {
 
 #[tokio::test]
 async fn a_pending_invalidation_survives_a_redis_restart() {
-    let Some(_) = test_redis() else { return };
+    let Some(_) = testkit::engines::redis() else {
+        return;
+    };
     let mut server = ThrowawayRedis::start().await;
     let url = server.url();
     let prefix = unique_prefix();
@@ -479,7 +465,9 @@ fn signal(process: &Child, name: &str) {
 
 #[tokio::test]
 async fn a_hung_redis_delays_invalidations_but_never_the_acknowledgements() {
-    let Some(_) = test_redis() else { return };
+    let Some(_) = testkit::engines::redis() else {
+        return;
+    };
     let server = ThrowawayRedis::start().await;
     let url = server.url();
     let prefix = unique_prefix();
@@ -538,7 +526,9 @@ async fn a_hung_redis_delays_invalidations_but_never_the_acknowledgements() {
 
 #[tokio::test]
 async fn invalidations_pending_at_shutdown_are_sent_before_the_app_stops() {
-    let Some(url) = test_redis() else { return };
+    let Some(url) = testkit::engines::redis() else {
+        return;
+    };
     let prefix = unique_prefix();
     // A window far longer than the test: only the shutdown flush can send it.
     let app = spawn_app_on_redis(&url, &prefix, &[("PLAYPULSE_INVALIDATION__WINDOW", "1h")]).await;
@@ -658,7 +648,9 @@ async fn the_in_process_cache_keeps_the_cache_contract() {
 
 #[tokio::test]
 async fn redis_keeps_the_cache_contract_under_its_prefix() {
-    let Some(url) = test_redis() else { return };
+    let Some(url) = testkit::engines::redis() else {
+        return;
+    };
     let prefix = unique_prefix();
     let cache = RedisCache::new(&url, &prefix, RedisOptions::default()).unwrap();
     cache_contract(&cache).await;
@@ -682,7 +674,8 @@ async fn on_the_embedded_default_an_invalidation_empties_the_in_process_cache() 
     };
     let settings = Settings::load(None, std::iter::empty(), &overrides).unwrap();
     assert_eq!(settings.cache.kind, ingest::config::CacheKind::Memory);
-    let (state, workers) = ingest::app::build_state(&settings).await.unwrap();
+    let service = playpulse::Service::start(&settings).await.unwrap();
+    let state = service.state.clone();
     let user = fresh_user();
     let key = wire::keys::recommendations(user);
     let hour = Duration::from_secs(3600);
@@ -717,5 +710,5 @@ async fn on_the_embedded_default_an_invalidation_empties_the_in_process_cache() 
         "a heartbeat invalidates nothing"
     );
     drop(state);
-    workers.drain().await;
+    service.drain().await;
 }

@@ -13,7 +13,7 @@ use scylla::{DeserializeRow, SerializeRow};
 use uuid::Uuid;
 use wire::{CountryCode, EventKind, PlaybackEvent, SmolStr};
 
-use super::error::CassandraError;
+use crate::error::CassandraError;
 
 pub const HISTORY_TABLE: &str = "viewing_history";
 pub const DAYS_TABLE: &str = "viewing_days";

@@ -1,4 +1,5 @@
-//! The sink's settings, checked and turned into driver types, and the session built from them.
+//! The `[cassandra]` settings, checked and turned into driver types, and the session built
+//! from them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +12,13 @@ use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::FallthroughRetryPolicy;
 use scylla::statement::Consistency;
 
-use super::error::CassandraError;
-use crate::config::{CassandraSettings, WriteMode};
+use crate::error::CassandraError;
+use crate::settings::{CassandraSettings, WriteMode};
 
 /// Cassandra's largest TTL (20 years), in seconds.
 pub const MAX_TTL_SECONDS: u64 = 630_720_000;
 
-/// Most rows `cassandra.max_in_flight_requests` may allow: far past what one process can use,
+/// Most rows `cassandra.max_in_flight_rows` may allow: far past what one process can use,
 /// and well inside what the in-flight semaphore can count.
 pub const MAX_IN_FLIGHT_ROWS: usize = 1 << 20;
 
@@ -52,7 +53,7 @@ pub struct CassandraConfig {
     pub local_datacenter: String,
     pub consistency: Consistency,
     pub request_timeout: Duration,
-    pub max_in_flight_requests: usize,
+    pub max_in_flight_rows: usize,
     pub write_mode: WriteMode,
     pub max_retries: u32,
     pub retry_backoff: Duration,
@@ -76,6 +77,12 @@ impl CassandraConfig {
                 "must name at least one node",
             ));
         }
+        if !CassandraSettings::keyspace_is_identifier(&settings.keyspace) {
+            return Err(CassandraError::config(
+                "cassandra.keyspace",
+                format!("`{}` is not a CQL identifier (a letter, then letters, digits or _; at most 48)", settings.keyspace),
+            ));
+        }
         if settings.local_datacenter.trim().is_empty() {
             return Err(CassandraError::config(
                 "cassandra.local_datacenter",
@@ -88,9 +95,9 @@ impl CassandraConfig {
                 "must be more than 0",
             ));
         }
-        if settings.max_in_flight_requests.get() > MAX_IN_FLIGHT_ROWS {
+        if settings.max_in_flight_rows.get() > MAX_IN_FLIGHT_ROWS {
             return Err(CassandraError::config(
-                "cassandra.max_in_flight_requests",
+                "cassandra.max_in_flight_rows",
                 format!("must be at most {MAX_IN_FLIGHT_ROWS}"),
             ));
         }
@@ -108,7 +115,7 @@ impl CassandraConfig {
             local_datacenter: settings.local_datacenter.clone(),
             consistency: parse_consistency(&settings.consistency)?,
             request_timeout: settings.request_timeout,
-            max_in_flight_requests: settings.max_in_flight_requests.get(),
+            max_in_flight_rows: settings.max_in_flight_rows.get(),
             write_mode: settings.write_mode,
             max_retries: settings.max_retries,
             retry_backoff: settings.retry_backoff,
@@ -201,13 +208,14 @@ pub fn ttl_seconds(retention: Duration) -> Result<u32, CassandraError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+
+    /// `sink.retention`'s default.
+    const THIRTY_DAYS: Duration = Duration::from_secs(30 * 86_400);
 
     #[test]
     fn the_default_settings_make_a_valid_config() {
-        let settings = Settings::defaults();
-        let config =
-            CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention).unwrap();
+        let (cassandra, retention) = (CassandraSettings::default(), THIRTY_DAYS);
+        let config = CassandraConfig::from_settings(&cassandra, retention).unwrap();
         assert_eq!(config.consistency, Consistency::LocalQuorum);
         assert_eq!(config.ttl_seconds, 30 * 86_400);
         assert_eq!(config.write_mode, WriteMode::ReplicaBatches);
@@ -215,16 +223,12 @@ mod tests {
 
     #[test]
     fn an_in_flight_bound_past_the_semaphore_is_refused_with_its_setting() {
-        let mut settings = Settings::defaults();
-        settings.cassandra.max_in_flight_requests =
-            std::num::NonZeroUsize::new(usize::MAX).unwrap();
-        let error = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+        let (mut cassandra, retention) = (CassandraSettings::default(), THIRTY_DAYS);
+        cassandra.max_in_flight_rows = std::num::NonZeroUsize::new(usize::MAX).unwrap();
+        let error = CassandraConfig::from_settings(&cassandra, retention)
             .unwrap_err()
             .to_string();
-        assert!(
-            error.contains("cassandra.max_in_flight_requests"),
-            "{error}"
-        );
+        assert!(error.contains("cassandra.max_in_flight_rows"), "{error}");
     }
 
     #[test]
@@ -261,9 +265,9 @@ mod tests {
 
     #[test]
     fn a_replication_that_is_not_a_map_names_its_setting() {
-        let mut settings = Settings::defaults();
-        settings.cassandra.replication = "SimpleStrategy".into();
-        let error = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
+        let (mut cassandra, retention) = (CassandraSettings::default(), THIRTY_DAYS);
+        cassandra.replication = "SimpleStrategy".into();
+        let error = CassandraConfig::from_settings(&cassandra, retention)
             .unwrap_err()
             .to_string();
         assert!(error.contains("cassandra.replication"), "{error}");

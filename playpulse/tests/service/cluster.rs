@@ -5,18 +5,20 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ingest::config::{Overrides, Settings, WriteMode};
-use ingest::Application;
+use event_cql::WriteMode;
+use playpulse::{Application, Overrides, Settings};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::cassandra_sink::{cassandra_address, TestKeyspace};
 use crate::helpers::*;
-use crate::redis_invalidation::{connect, exists, set_key, taste_event, test_redis, unique_prefix};
+use crate::redis_invalidation::{connect, exists, set_key, taste_event, unique_prefix};
+use testkit::cassandra::TestKeyspace;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
-    let (Some(cassandra), Some(redis_url)) = (cassandra_address(), test_redis()) else {
+    let (Some(cassandra), Some(redis_url)) =
+        (testkit::engines::cassandra(), testkit::engines::redis())
+    else {
         return;
     };
     let keyspace = TestKeyspace::create(
@@ -158,7 +160,5 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    ingest::sink::cassandra::drop_keyspace(&keyspace.session, &keyspace.config.keyspace)
-        .await
-        .ok();
+    keyspace.drop_keyspace().await;
 }

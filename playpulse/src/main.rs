@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ingest::config::{Overrides, Settings};
-use ingest::sink::cassandra::{self, CassandraConfig, SchemaParams};
-use ingest::Application;
+use event_cql::{CassandraConfig, SchemaParams};
+use playpulse::logging::init_logging;
+use playpulse::{Application, Overrides, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// The Cassandra schema (config/schema.cql) for the settings' keyspace, replication and
+    /// The Cassandra schema (event-cql/schema.cql) for the settings' keyspace, replication and
     /// retention.
     Schema {
         #[command(subcommand)]
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            ingest::telemetry::init_logging(&settings.log);
+            init_logging(&settings.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -128,7 +128,7 @@ fn schema(action: SchemaAction) -> ExitCode {
     // The driver's connection chatter is noise for a one-shot command; RUST_LOG still rules.
     let mut log = settings.log.clone();
     log.level = "warn".into();
-    ingest::telemetry::init_logging(&log);
+    init_logging(&log);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,11 +140,11 @@ fn schema(action: SchemaAction) -> ExitCode {
         }
     };
     println!(
-        "applying config/schema.cql to {} (keyspace {})",
+        "applying event-cql/schema.cql to {} (keyspace {})",
         cassandra.nodes.join(","),
         cassandra.keyspace
     );
-    match runtime.block_on(cassandra::apply_schema(&cassandra)) {
+    match runtime.block_on(event_cql::apply_schema(&cassandra)) {
         Ok((_session, report)) => {
             for line in report {
                 println!("  {line}");

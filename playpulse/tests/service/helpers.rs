@@ -1,15 +1,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ingest::config::{Overrides, Settings};
-use ingest::Application;
+use playpulse::{Application, Overrides, Settings};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub fn now_ms() -> i64 {
-    ingest::now_ms()
-}
+pub use testkit::{eventually, fresh_user, now_ms};
 
 /// A playback event as a client would send it, with a fresh event_id.
 pub fn event(user_id: u64, ts: i64) -> Value {
@@ -34,13 +31,6 @@ pub fn events_for(user_id: u64, count: usize) -> Vec<Value> {
     (0..count)
         .map(|i| event(user_id, now - 1_000 * (i as i64 + 1)))
         .collect()
-}
-
-/// A user id no other test uses (tests share nothing, but ids make failures easy to read).
-pub fn fresh_user() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    1_000_000 + NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 pub struct TestApp {
@@ -135,22 +125,4 @@ pub fn ids(events: &[Value]) -> Vec<String> {
         .iter()
         .map(|event| event["event_id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// Polls `check` until it holds or the deadline passes.
-pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ingest::sink::embedded::{EmbeddedSink, StoreOptions};
 use ingest::sink::{EventSink, HistoryQuery};
+use testkit::full_event as playback;
 use uuid::Uuid;
-use wire::{EventKind, PlaybackEvent};
 
 /// A store under test, and whatever must live as long as it does.
 pub struct StoreUnderTest {
@@ -20,7 +20,7 @@ pub async fn embedded(retention: Duration) -> Option<StoreUnderTest> {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         data_dir: dir.path().to_owned(),
-        lanes: 2,
+        shards: 2,
         retention,
         segment_bytes: 1 << 20,
         fsync: true,
@@ -33,33 +33,11 @@ pub async fn embedded(retention: Duration) -> Option<StoreUnderTest> {
 
 /// Real Cassandra: a fresh keyspace per test, the schema applied with this retention as TTL.
 pub async fn cassandra(retention: Duration) -> Option<StoreUnderTest> {
-    let (sink, keyspace) = crate::cassandra_sink::cassandra_store(retention).await?;
+    let (sink, keyspace) = crate::cassandra::cassandra_store(retention).await?;
     Some(StoreUnderTest {
         sink,
         _guard: Box::new(keyspace),
     })
-}
-
-pub fn playback(user_id: u64, ts: i64) -> PlaybackEvent {
-    PlaybackEvent {
-        event_id: Uuid::new_v4(),
-        session_id: Uuid::from_u128(0xfeed),
-        user_id,
-        content_id: 77,
-        kind: EventKind::Heartbeat,
-        ts,
-        sent_at: Some(ts + 5),
-        received_at: ingest::now_ms(),
-        position_ms: 1_000,
-        duration_ms: Some(5_400_000),
-        bitrate_kbps: Some(3_000),
-        buffer_ms: None,
-        error_code: None,
-        device: Some("web".into()),
-        cdn: Some("edge".into()),
-        app_version: Some("1.0".into()),
-        country: wire::CountryCode::parse("JP"),
-    }
 }
 
 fn all(user_id: u64) -> HistoryQuery {
@@ -72,7 +50,7 @@ fn all(user_id: u64) -> HistoryQuery {
 }
 
 fn user() -> u64 {
-    crate::helpers::fresh_user()
+    testkit::fresh_user()
 }
 
 pub async fn writes_are_read_back_whole(store: StoreUnderTest) {
@@ -198,7 +176,7 @@ pub async fn rows_expire_after_the_retention(store: StoreUnderTest) {
         .unwrap();
     assert_eq!(store.sink.history(all(user)).await.unwrap().len(), 1);
     let sink = store.sink.clone();
-    let gone = crate::helpers::eventually(Duration::from_secs(20), || {
+    let gone = testkit::eventually(Duration::from_secs(20), || {
         let sink = sink.clone();
         async move { sink.history(all(user)).await.unwrap().is_empty() }
     })

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use scylla::client::session::Session;
 
-use super::config::{ttl_seconds, CassandraConfig};
-use super::error::CassandraError;
-use super::statements::{ddl, DAYS_TABLE, HISTORY_TABLE, SELECT_KEYSPACE, SELECT_TABLES};
+use crate::config::{ttl_seconds, CassandraConfig};
+use crate::error::CassandraError;
+use crate::statements::{ddl, DAYS_TABLE, HISTORY_TABLE, SELECT_KEYSPACE, SELECT_TABLES};
 
-const TEMPLATE: &str = include_str!("../../../../config/schema.cql");
+const TEMPLATE: &str = include_str!("../schema.cql");
 
 /// At most this many TWCS windows per TTL: fewer, larger windows mean fewer SSTables to read a
 /// day's partition from; TWCS's guidance is under ~50.
@@ -108,7 +108,7 @@ pub fn days_ttl_seconds(ttl_seconds: u32) -> u32 {
 }
 
 fn ttl_seconds_capped(duration: Duration) -> u32 {
-    ttl_seconds(duration).unwrap_or(super::config::MAX_TTL_SECONDS as u32)
+    ttl_seconds(duration).unwrap_or(crate::config::MAX_TTL_SECONDS as u32)
 }
 
 /// Applies the schema: creates what is missing, leaves what exists. Returns one line per step,

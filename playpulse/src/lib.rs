@@ -1,0 +1,14 @@
+//! PlayPulse's composition root: the layered [`settings`], the [`Service`] built from them
+//! (ingest's pipeline and sink, the cache, the CQRS platform, and the [`side_paths`] declared in
+//! order), and the [`Application`] that serves it until stopped. The binary `playpulse` is
+//! `main.rs`.
+
+pub mod app;
+pub mod logging;
+pub mod service;
+pub mod settings;
+pub mod side_paths;
+
+pub use app::Application;
+pub use service::Service;
+pub use settings::{Overrides, Settings};

@@ -1,0 +1,158 @@
+//! The service without its listener: the sink, the cache, the pipeline with its side paths, and
+//! the CQRS platform, built from the settings. [`crate::Application`] serves it over HTTP;
+//! benchmarks drive its handlers' core in process.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
+use event_cql::CassandraConfig;
+use ingest::config::{CacheKind, SinkKind};
+use ingest::http::{self, AppState};
+use ingest::pipeline::{Pipeline, PipelineWorkers};
+use ingest::sink::cassandra::CassandraSink;
+use ingest::sink::embedded::{EmbeddedSink, StoreOptions};
+use ingest::sink::EventSink;
+use ingest::telemetry::Metrics;
+use platform::Platform;
+
+use crate::settings::Settings;
+use crate::side_paths::SidePaths;
+
+/// Builds the sink the settings name; `metrics` counts what the sink does (retries).
+pub async fn build_sink(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn EventSink>> {
+    match settings.sink.kind {
+        SinkKind::Embedded => {
+            let embedded = &settings.embedded;
+            let options = StoreOptions {
+                data_dir: embedded.data_dir.clone(),
+                shards: settings.pipeline.shards.get(),
+                retention: settings.sink.retention,
+                segment_bytes: embedded.segment_bytes.get() as u64,
+                fsync: embedded.fsync,
+            };
+            let sink = EmbeddedSink::open(options).await.with_context(|| {
+                format!(
+                    "cannot open the embedded store in {}",
+                    embedded.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(sink))
+        }
+        SinkKind::Cassandra => {
+            let config =
+                CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
+            let sink = CassandraSink::connect(config, metrics.clone())
+                .await
+                .context("cannot start the Cassandra sink (sink.kind = \"cassandra\")")?;
+            Ok(Arc::new(sink))
+        }
+    }
+}
+
+/// Builds the cache the settings name.
+pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> {
+    match settings.cache.kind {
+        CacheKind::Memory => Ok(Arc::new(MemoryCache::new())),
+        CacheKind::Redis => {
+            let redis = &settings.redis;
+            // Does not connect: Redis may be down now; readiness reports it until it answers.
+            let cache = RedisCache::new(&redis.url, &redis.key_prefix, RedisOptions::default())
+                .context("cannot use redis.url")?;
+            tracing::info!(address = cache.address(), prefix = %redis.key_prefix, "cache: redis");
+            Ok(Arc::new(cache))
+        }
+    }
+}
+
+/// The running service: handlers' state, the batchers, the side paths and the platform.
+pub struct Service {
+    /// What every ingest handler reaches; clone it to drive the handlers in process.
+    pub state: AppState,
+    workers: PipelineWorkers,
+    side_paths: SidePaths,
+    platform: Option<Platform>,
+}
+
+impl Service {
+    /// Opens the sink and the cache, starts the platform (when `platform.enabled`), the side
+    /// paths and the pipeline.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Service> {
+        let metrics = Arc::new(Metrics::default());
+        let sink = build_sink(settings, &metrics).await?;
+        let cache = build_cache(settings).await?;
+        let mut platform = None;
+        if settings.platform.enabled {
+            let started = Platform::build(&settings.platform(), cache.clone())
+                .await
+                .context(
+                    "cannot start the CQRS platform ([platform.commands], [platform.read_model])",
+                )?;
+            platform = Some(started);
+        }
+        let view_recorder = platform.as_mut().and_then(Platform::take_view_recorder);
+        let mut side_paths = SidePaths::start(
+            &settings.invalidation,
+            view_recorder,
+            cache.clone(),
+            metrics.clone(),
+        );
+        tracing::debug!(side_paths = ?side_paths.names(), "side paths");
+        let (pipeline, workers) = Pipeline::start(
+            &settings.pipeline,
+            sink.clone(),
+            side_paths.take_listeners(),
+            metrics.clone(),
+        );
+        let state = AppState {
+            pipeline,
+            sink,
+            cache,
+            metrics,
+            server: Arc::new(settings.server.clone()),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Service {
+            state,
+            workers,
+            side_paths,
+            platform,
+        })
+    }
+
+    /// The service's routes: ingest's, and the platform's when it runs.
+    pub fn router(&self) -> axum::Router {
+        let router = http::router(self.state.clone());
+        match &self.platform {
+            Some(platform) => router.merge(platform.router()),
+            None => router,
+        }
+    }
+
+    /// The side paths' names, in the order they run.
+    pub fn side_paths(&self) -> Vec<&'static str> {
+        self.side_paths.names()
+    }
+
+    /// Stops in order, once every clone of [`Service::state`] (and so of the pipeline) is gone:
+    /// the batchers write what they hold, the platform's relay stops, then each side path
+    /// sends what the last batches left it.
+    pub async fn drain(self) {
+        let Service {
+            state,
+            workers,
+            side_paths,
+            platform,
+        } = self;
+        drop(state);
+        workers.drain().await;
+        if let Some(platform) = platform {
+            platform.shutdown().await;
+        }
+        side_paths.finished().await;
+    }
+}
