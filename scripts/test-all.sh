@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test, against the real engines (PostgreSQL, Cassandra, Redis). Starts what the tests
-# need (engines/up: installs and caches them on first use), runs format and lint checks and the
-# whole test suite, then stops the engines it started. A second run on the same machine reuses
-# ~/.m2, ~/.cargo and target/.
+# need (engines/up: installs and caches them on first use), runs format, lint and
+# unused-dependency checks and the whole test suite, then stops the engines it started. A
+# second run on the same machine reuses ~/.m2, ~/.cargo and target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +31,10 @@ export PLAYPULSE_TEST_POSTGRES="postgres://postgres@127.0.0.1:${PG_PORT:-5432}/p
 export RUST_LOG="${RUST_LOG:-warn}"
 
 cargo fmt --all -- --check
+# Unused dependencies fail the run; cargo-machete is installed on first use.
+if ! cargo machete --version >/dev/null 2>&1; then
+    cargo install cargo-machete --version 0.9.2 --locked
+fi
+cargo machete
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -14,7 +14,7 @@
 //! service's and the pipeline's keyspaces through `engines/nodetool` and reports bytes per event
 //! on disk, and the peak RSS of this process, of the service and of the server.
 //!
-//! Target (DESIGN.md): the service's rows/s >= latte's against the same node in the same run,
+//! Target (docs/DESIGN.md): the service's rows/s >= latte's against the same node in the same run,
 //! "while doing HTTP, parsing and batching too": judged on `http`.
 
 use std::path::{Path, PathBuf};

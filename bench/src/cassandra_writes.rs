@@ -4,7 +4,7 @@
 //! process and of the Cassandra server (its pid file under `ENGINES_DIR`).
 //!
 //! Goal: the best mode reaches `--target` rows/s (default 50,000: the low end of a small node's
-//! single-row insert rate in DESIGN.md, with the client on the same 2 cores).
+//! single-row insert rate in docs/DESIGN.md, with the client on the same 2 cores).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! latte (crates.io `latte-cli` 0.29, <https://github.com/pkolaczk/latte>): an outside reference
 //! for `bench cassandra`. It writes the sink's `viewing_history` rows with the workload
-//! `bench/latte/viewing_history.rn` (the table of `config/schema.cql`, the sink's insert, one
+//! `bench/latte/viewing_history.rn` (the table of `event-cql/schema.cql`, the sink's insert, one
 //! row per cycle) against the same node, and its figures are read back from its JSON report.
 //!
 //! [`run`] runs `latte schema` (creates the keyspace and table if missing), then `latte run`,

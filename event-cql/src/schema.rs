@@ -1,4 +1,4 @@
-//! `config/schema.cql`, filled from the settings, and applied idempotently.
+//! `event-cql/schema.cql`, filled from the settings, and applied idempotently.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Every CQL statement the sink runs (the DDL is `config/schema.cql`), prepared once per
+//! Every CQL statement the sink runs (the DDL is `schema.cql`), prepared once per
 //! session, and the typed rows bound to them.
 
 use std::time::Duration;

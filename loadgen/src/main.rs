@@ -221,14 +221,14 @@ struct PlanArgs {
     #[arg(long)]
     ingest_events_per_sec_per_node: Option<f64>,
     /// Replica rows/s one Cassandra node takes at the SLO [default: from Cassandra reports, else
-    /// 50000, DESIGN.md's low anchor].
+    /// 50000, docs/DESIGN.md's low anchor].
     #[arg(long)]
     cassandra_rows_per_sec_per_node: Option<f64>,
     /// Events packed into one row (1: a row per event).
     #[arg(long, default_value_t = 1.0)]
     events_per_row: f64,
     /// Bytes per event on disk per replica after compaction [default: from a bench cassandra
-    /// report, else 80, DESIGN.md's target].
+    /// report, else 80, docs/DESIGN.md's target].
     #[arg(long)]
     bytes_per_event: Option<f64>,
     /// [default: from the reports' workload, else 0.1 (a heartbeat every 10 s)].
@@ -428,7 +428,7 @@ fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
                 Input::new(
                     plan::DEFAULT_EVENTS_PER_VIEWER_PER_SEC,
                     "events/s",
-                    "assumed: a heartbeat every 10 s (DESIGN.md)",
+                    "assumed: a heartbeat every 10 s (docs/DESIGN.md)",
                 )
             }),
     };
@@ -438,7 +438,7 @@ fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
             Input::new(
                 plan::DEFAULT_CASSANDRA_ROWS_PER_SEC_PER_NODE,
                 "rows/s",
-                "assumed: low end of DESIGN.md's 50-150k single-row inserts/s per small node; measure with loadgen cassandra or bench cassandra",
+                "assumed: low end of docs/DESIGN.md's 50-150k single-row inserts/s per small node; measure with loadgen cassandra or bench cassandra",
             )
         }),
     };
@@ -448,7 +448,7 @@ fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
             Input::new(
                 plan::DEFAULT_BYTES_PER_EVENT,
                 "bytes",
-                "assumed: DESIGN.md's target per Cassandra replica after compaction; measure with bench cassandra",
+                "assumed: docs/DESIGN.md's target per Cassandra replica after compaction; measure with bench cassandra",
             )
         }),
     };
@@ -465,7 +465,7 @@ fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
         events_per_sec: Input::new(
             args.events_per_sec,
             "events/s",
-            given_or_default("events-per-sec", "DESIGN.md's requirement"),
+            given_or_default("events-per-sec", "docs/DESIGN.md's requirement"),
         ),
         retention_seconds: Input::new(
             args.retention.as_secs_f64(),
@@ -475,7 +475,7 @@ fn run_plan(args: PlanArgs, matches: &ArgMatches) -> anyhow::Result<bool> {
         history_bytes: Input::new(
             plan::parse_bytes(&args.history_bytes)?,
             "bytes",
-            given_or_default("history-bytes", "DESIGN.md's requirement"),
+            given_or_default("history-bytes", "docs/DESIGN.md's requirement"),
         ),
         replication_factor: Input::new(
             f64::from(args.replication_factor),

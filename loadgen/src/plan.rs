@@ -20,12 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::stats::progress::thousands;
 
 /// Rows per second one Cassandra node takes (every replica write counts).
-/// DESIGN.md's public anchors: a small node does roughly 50-150k single-row inserts/s (latte:
-/// ~140k/s on a 4-core laptop). The low end, until `bench cassandra` measures ours.
+/// docs/DESIGN.md's public anchor: a small node does roughly 50-150k single-row inserts/s. The
+/// low end, until `bench cassandra` measures ours.
 pub const DEFAULT_CASSANDRA_ROWS_PER_SEC_PER_NODE: f64 = 50_000.0;
-/// Bytes per event on disk, per replica, after compaction: DESIGN.md's target for Cassandra.
+/// Bytes per event on disk, per replica, after compaction: docs/DESIGN.md's target for Cassandra.
 pub const DEFAULT_BYTES_PER_EVENT: f64 = 80.0;
-/// One heartbeat every 10 s (DESIGN.md: 1 M events/s is about 10 M concurrent streams).
+/// One heartbeat every 10 s (docs/DESIGN.md: 1 M events/s is about 10 M concurrent streams).
 pub const DEFAULT_EVENTS_PER_VIEWER_PER_SEC: f64 = 0.1;
 /// A common data-disk size for a Cassandra node.
 pub const DEFAULT_DISK_BYTES_PER_NODE: f64 = 4e12;

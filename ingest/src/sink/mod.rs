@@ -30,7 +30,7 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
-/// A store of playback events, keyed as DESIGN.md says: partition `(user_id, day)`, clustering
+/// A store of playback events, keyed as docs/DESIGN.md says: partition `(user_id, day)`, clustering
 /// `(ts DESC, event_id DESC)`; writing an event twice stores it once.
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {

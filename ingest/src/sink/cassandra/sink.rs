@@ -288,7 +288,8 @@ fn day_bound(ts_ms: i64) -> i32 {
         .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
-/// Batches up to this size are planned on the async worker (well under 100 µs).
+/// Batches up to this size are planned on the async worker: small enough that planning them
+/// does not hold up the worker; larger ones go to the blocking pool.
 const INLINE_PLAN_EVENTS: usize = 256;
 
 /// What planning a write needs, owned, so that it can run on the blocking pool.
