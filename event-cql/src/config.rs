@@ -126,41 +126,75 @@ impl CassandraConfig {
     }
 
     /// Opens a session: token-aware, local datacenter first, no retries inside the driver (the
-    /// service retries with backoff, see `service.rs`), every request bounded by
+    /// service retries with backoff, see ingest's `service.rs`), every request bounded by
     /// `request_timeout`.
     pub async fn connect(&self) -> Result<Session, CassandraError> {
-        let mut load_balancing = DefaultPolicy::builder().token_aware(true);
-        if prefers_datacenter(&self.replication) {
-            load_balancing = load_balancing
-                .prefer_datacenter(self.local_datacenter.clone())
-                // Consistency is LOCAL_*: another datacenter's replicas cannot serve it anyway.
-                .permit_dc_failover(false);
-        }
-        let load_balancing = load_balancing.build();
-        let profile = ExecutionProfile::builder()
-            .consistency(self.consistency)
-            .request_timeout(Some(self.request_timeout))
-            .load_balancing_policy(load_balancing)
-            .retry_policy(Arc::new(FallthroughRetryPolicy::new()))
-            .build();
-        let connections = std::num::NonZeroUsize::new(self.connections_per_node.max(1))
-            .expect("at least one connection");
-        SessionBuilder::new()
-            .known_nodes(&self.nodes)
-            .default_execution_profile_handle(profile.into_handle())
-            .pool_size(PoolSize::PerHost(connections))
-            // Only our keyspace's schema: replica lookups need it, other keyspaces are noise.
-            .keyspaces_to_fetch([self.keyspace.clone()])
-            // DDL (schema apply, a keyspace per test) waits for agreement; poll it briskly.
-            .schema_agreement_interval(Duration::from_millis(50))
-            .connection_timeout(self.request_timeout.max(Duration::from_secs(1)))
-            .build()
-            .await
-            .map_err(|source| CassandraError::Connect {
-                nodes: self.nodes.join(","),
-                source: Box::new(source),
-            })
+        open_session(&SessionSpec {
+            nodes: &self.nodes,
+            keyspace: &self.keyspace,
+            replication: &self.replication,
+            local_datacenter: &self.local_datacenter,
+            consistency: self.consistency,
+            request_timeout: self.request_timeout,
+            connections_per_node: self.connections_per_node,
+            driver_retries: false,
+        })
+        .await
     }
+}
+
+/// What a session is opened with: the one session builder of every PlayPulse component that
+/// talks to Cassandra (the event sink, `loadgen cassandra`, the platform's read models).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSpec<'a> {
+    pub nodes: &'a [String],
+    /// The keyspace whose schema the driver fetches (replica lookups need it).
+    pub keyspace: &'a str,
+    /// The keyspace's replication map, as CQL: decides whether to prefer `local_datacenter`.
+    pub replication: &'a str,
+    pub local_datacenter: &'a str,
+    pub consistency: Consistency,
+    pub request_timeout: Duration,
+    /// One connection multiplexes thousands of requests; a second spreads the driver's I/O.
+    pub connections_per_node: usize,
+    /// Let the driver retry by its default policy; off where the caller retries with backoff.
+    pub driver_retries: bool,
+}
+
+/// Opens a session: token-aware, the local datacenter preferred for per-datacenter
+/// replication, every request bounded by `request_timeout`.
+pub async fn open_session(spec: &SessionSpec<'_>) -> Result<Session, CassandraError> {
+    let mut load_balancing = DefaultPolicy::builder().token_aware(true);
+    if prefers_datacenter(spec.replication) {
+        load_balancing = load_balancing
+            .prefer_datacenter(spec.local_datacenter.to_owned())
+            // Consistency is LOCAL_*: another datacenter's replicas cannot serve it anyway.
+            .permit_dc_failover(false);
+    }
+    let mut profile = ExecutionProfile::builder()
+        .consistency(spec.consistency)
+        .request_timeout(Some(spec.request_timeout))
+        .load_balancing_policy(load_balancing.build());
+    if !spec.driver_retries {
+        profile = profile.retry_policy(Arc::new(FallthroughRetryPolicy::new()));
+    }
+    let connections = std::num::NonZeroUsize::new(spec.connections_per_node.max(1))
+        .expect("at least one connection");
+    SessionBuilder::new()
+        .known_nodes(spec.nodes)
+        .default_execution_profile_handle(profile.build().into_handle())
+        .pool_size(PoolSize::PerHost(connections))
+        // Only our keyspace's schema: replica lookups need it, other keyspaces are noise.
+        .keyspaces_to_fetch([spec.keyspace.to_owned()])
+        // DDL (schema apply, a keyspace per test) waits for agreement; poll it briskly.
+        .schema_agreement_interval(Duration::from_millis(50))
+        .connection_timeout(spec.request_timeout.max(Duration::from_secs(1)))
+        .build()
+        .await
+        .map_err(|source| CassandraError::Connect {
+            nodes: spec.nodes.join(","),
+            source: Box::new(source),
+        })
 }
 
 /// Whether requests should stay in `local_datacenter`: only when the keyspace places replicas

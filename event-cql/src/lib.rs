@@ -6,7 +6,7 @@
 //! - [`statements`]: every CQL statement, and the rows bound to them ([`EventRow`]).
 //! - [`grouping`]: rows into UNLOGGED batches, per partition or per replica set.
 //! - [`settings`]: the `[cassandra]` section; [`config`]: it checked, consistency and TTL
-//!   parsed, and the session built from it.
+//!   parsed, and the session built from it ([`open_session`], for every component).
 //! - [`error`]: what can fail, and how a driver error is classified.
 
 pub mod config;
@@ -19,8 +19,8 @@ pub mod statements;
 use std::sync::Arc;
 
 pub use config::{
-    parse_consistency, prefers_datacenter, ttl_seconds, BatchLimits, CassandraConfig,
-    MAX_IN_FLIGHT_ROWS,
+    open_session, parse_consistency, prefers_datacenter, ttl_seconds, BatchLimits,
+    CassandraConfig, SessionSpec, MAX_IN_FLIGHT_ROWS,
 };
 pub use error::{error_kind, is_transient, CassandraError};
 pub use grouping::{partition_batches, replica_set_batches};

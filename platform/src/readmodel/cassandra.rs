@@ -7,10 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
@@ -60,25 +57,20 @@ impl CassandraReadModel {
     pub async fn connect(
         config: &CassandraReadModelConfig,
     ) -> Result<CassandraReadModel, ReadModelError> {
-        let policy = DefaultPolicy::builder()
-            .prefer_datacenter(config.local_datacenter.clone())
-            .token_aware(true)
-            .build();
-        let profile = ExecutionProfile::builder()
+        let session = event_cql::open_session(&event_cql::SessionSpec {
+            nodes: &config.nodes,
+            keyspace: &config.keyspace,
+            replication: &config.replication,
+            local_datacenter: &config.local_datacenter,
             // One replica set, quorum inside the local datacenter: a profile read after the
             // projector wrote it sees the write.
-            .consistency(Consistency::LocalQuorum)
-            .request_timeout(Some(config.request_timeout))
-            .load_balancing_policy(policy)
-            .build();
-        let session = SessionBuilder::new()
-            .known_nodes(&config.nodes)
-            .default_execution_profile_handle(profile.into_handle())
-            .keyspaces_to_fetch([config.keyspace.clone()])
-            .schema_agreement_interval(Duration::from_millis(50))
-            .build()
-            .await
-            .map_err(|error| cassandra("connect")(error.to_string()))?;
+            consistency: Consistency::LocalQuorum,
+            request_timeout: config.request_timeout,
+            connections_per_node: 1,
+            driver_retries: true,
+        })
+        .await
+        .map_err(|error| cassandra("connect")(error.to_string()))?;
         let keyspace = &config.keyspace;
         let ddl = [
             format!(
