@@ -13,7 +13,7 @@ use scylla::policies::retry::FallthroughRetryPolicy;
 use scylla::statement::Consistency;
 
 use crate::error::CassandraError;
-use crate::settings::{CassandraSettings, WriteMode};
+use crate::settings::{CassandraSettings, HistoryLayout, WriteMode};
 
 /// Cassandra's largest TTL (20 years), in seconds.
 pub const MAX_TTL_SECONDS: u64 = 630_720_000;
@@ -55,6 +55,9 @@ pub struct CassandraConfig {
     pub request_timeout: Duration,
     pub max_in_flight_rows: usize,
     pub write_mode: WriteMode,
+    pub layout: HistoryLayout,
+    /// This ingest node's name for its log (the packed layout).
+    pub node_id: String,
     pub max_retries: u32,
     pub retry_backoff: Duration,
     /// Rows expire this long after they are written (`USING TTL`), in seconds.
@@ -117,6 +120,8 @@ impl CassandraConfig {
             request_timeout: settings.request_timeout,
             max_in_flight_rows: settings.max_in_flight_rows.get(),
             write_mode: settings.write_mode,
+            layout: settings.layout,
+            node_id: node_id(&settings.node_id),
             max_retries: settings.max_retries,
             retry_backoff: settings.retry_backoff,
             ttl_seconds: ttl_seconds(retention)?,
@@ -203,6 +208,19 @@ pub async fn open_session(spec: &SessionSpec<'_>) -> Result<Session, CassandraEr
 /// could (a flood of them under load: thousands of lines a second, CPU taken from the writes).
 pub fn prefers_datacenter(replication: &str) -> bool {
     !replication.contains("SimpleStrategy")
+}
+
+/// `cassandra.node_id`, or the host name when it is empty (one ingest node per host).
+fn node_id(configured: &str) -> String {
+    let configured = configured.trim();
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "playpulse".to_owned())
 }
 
 /// The consistency level named in `cassandra.consistency`.

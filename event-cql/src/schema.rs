@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use scylla::client::session::Session;
 
+use crate::chunks::{CHUNKS_TABLE, LOG_TABLE};
 use crate::config::{ttl_seconds, CassandraConfig};
 use crate::error::CassandraError;
 use crate::statements::{ddl, DAYS_TABLE, HISTORY_TABLE, SELECT_KEYSPACE, SELECT_TABLES};
@@ -141,9 +142,11 @@ pub async fn apply(
     for (table, ttl) in [
         (HISTORY_TABLE, params.ttl_seconds),
         (DAYS_TABLE, params.days_ttl_seconds),
+        (CHUNKS_TABLE, params.ttl_seconds),
+        (LOG_TABLE, params.ttl_seconds),
     ] {
         match tables_before.iter().find(|(name, _)| name == table) {
-            None if table == HISTORY_TABLE => report.push(format!(
+            None if table == HISTORY_TABLE || table == CHUNKS_TABLE => report.push(format!(
                 "table {}.{table}: created, default TTL {ttl} s, TWCS windows of {} {} ({} per TTL)",
                 params.keyspace,
                 window.size,
@@ -273,15 +276,18 @@ mod tests {
     }
 
     #[test]
-    fn the_schema_is_three_idempotent_statements() {
+    fn the_schema_is_six_idempotent_statements() {
         let statements = params(2).statements();
-        assert_eq!(statements.len(), 3, "{statements:#?}");
+        assert_eq!(statements.len(), 6, "{statements:#?}");
         for statement in &statements {
             assert!(statement.contains("IF NOT EXISTS"), "{statement}");
             assert!(!statement.contains("--"), "{statement}");
         }
         assert!(statements[1].contains("PRIMARY KEY ((user_id, day), ts, event_id)"));
         assert!(statements[1].contains("CLUSTERING ORDER BY (ts DESC, event_id DESC)"));
+        assert!(statements[3].contains("PRIMARY KEY ((user_id, day), last_ts, chunk_id)"));
+        assert!(statements[3].contains("CLUSTERING ORDER BY (last_ts DESC, chunk_id DESC)"));
+        assert!(statements[4].contains("PRIMARY KEY ((node_id, shard, second), position)"));
     }
 
     #[test]

@@ -18,6 +18,16 @@ pub enum WriteMode {
     ReplicaBatches,
 }
 
+/// How the viewing history is laid out in a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryLayout {
+    /// One row per event (`viewing_history`; on the embedded store, blocks of batches).
+    Rows,
+    /// A durable log, and one row per chunk of a viewer's events (`viewing_chunks`).
+    Chunks,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CassandraSettings {
@@ -31,6 +41,9 @@ pub struct CassandraSettings {
     /// Rows in CQL requests in flight at once (a batch request counts its rows).
     pub max_in_flight_rows: NonZeroUsize,
     pub write_mode: WriteMode,
+    pub layout: HistoryLayout,
+    /// This ingest node's name for its log; empty: the host name.
+    pub node_id: String,
     pub max_retries: u32,
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,

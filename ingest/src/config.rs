@@ -11,6 +11,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+pub use event_cql::HistoryLayout;
+
+use crate::sink::packed::ChunkLimits;
+
 /// The section `name` of `config/default.toml`.
 fn default_section<T: DeserializeOwned>(name: &str) -> T {
     let mut file: toml::Table = include_str!("../../config/default.toml")
@@ -42,6 +46,7 @@ default_from_file! {
     CacheSettings => "cache",
     RedisSettings => "redis",
     InvalidationSettings => "invalidation",
+    ChunkSettings => "chunks",
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +95,7 @@ pub struct SinkSettings {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedSettings {
     pub data_dir: PathBuf,
+    pub layout: HistoryLayout,
     pub segment_bytes: NonZeroUsize,
     pub fsync: bool,
 }
@@ -127,6 +133,29 @@ pub struct InvalidationSettings {
     pub retry_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+}
+
+/// When an open chunk of the packed layout closes (`[chunks]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkSettings {
+    pub max_events: NonZeroUsize,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    pub max_open_bytes: NonZeroUsize,
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+impl ChunkSettings {
+    pub fn limits(&self) -> ChunkLimits {
+        ChunkLimits {
+            max_events: self.max_events.get(),
+            max_age: self.max_age,
+            max_open_bytes: self.max_open_bytes.get(),
+            commit_interval: self.commit_interval,
+        }
+    }
 }
 
 impl InvalidationSettings {

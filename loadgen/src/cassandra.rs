@@ -120,6 +120,8 @@ impl CassandraTargetSettings {
             // Not used: the baselines bound nothing but their own workers.
             max_in_flight_rows: cassandra::MAX_IN_FLIGHT_ROWS,
             write_mode: cassandra::WriteMode::ReplicaBatches,
+            layout: cassandra::HistoryLayout::Rows,
+            node_id: "loadgen".to_owned(),
             max_retries: 0,
             retry_backoff: Duration::ZERO,
             ttl_seconds: self.ttl_seconds,

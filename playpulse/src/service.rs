@@ -8,11 +8,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
 use event_cql::CassandraConfig;
-use ingest::config::{CacheKind, SinkKind};
+use ingest::config::{CacheKind, HistoryLayout, SinkKind};
 use ingest::http::{self, AppState};
 use ingest::pipeline::{Pipeline, PipelineWorkers};
-use ingest::sink::cassandra::CassandraSink;
-use ingest::sink::embedded::{EmbeddedSink, StoreOptions};
+use ingest::sink::cassandra::{CassandraChunks, CassandraSink};
+use ingest::sink::embedded::{open_packed, EmbeddedSink, StoreOptions};
+use ingest::sink::packed::PackedSink;
 use ingest::sink::EventSink;
 use ingest::telemetry::Metrics;
 use platform::Platform;
@@ -25,31 +26,56 @@ pub async fn build_sink(
     settings: &Settings,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Arc<dyn EventSink>> {
+    let shards = settings.pipeline.shards.get();
+    let limits = settings.chunks.limits();
     match settings.sink.kind {
         SinkKind::Embedded => {
             let embedded = &settings.embedded;
             let options = StoreOptions {
                 data_dir: embedded.data_dir.clone(),
-                shards: settings.pipeline.shards.get(),
+                shards,
                 retention: settings.sink.retention,
                 segment_bytes: embedded.segment_bytes.get() as u64,
                 fsync: embedded.fsync,
             };
-            let sink = EmbeddedSink::open(options).await.with_context(|| {
+            let context = || {
                 format!(
                     "cannot open the embedded store in {}",
                     embedded.data_dir.display()
                 )
-            })?;
-            Ok(Arc::new(sink))
+            };
+            Ok(match embedded.layout {
+                HistoryLayout::Rows => {
+                    Arc::new(EmbeddedSink::open(options).await.with_context(context)?)
+                }
+                HistoryLayout::Chunks => {
+                    Arc::new(open_packed(options, limits).await.with_context(context)?)
+                }
+            })
         }
         SinkKind::Cassandra => {
             let config =
                 CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
-            let sink = CassandraSink::connect(config, metrics.clone())
+            let context = "cannot start the Cassandra sink (sink.kind = \"cassandra\")";
+            let node_id = config.node_id.clone();
+            let layout = config.layout;
+            let rows = CassandraSink::connect(config, metrics.clone())
                 .await
-                .context("cannot start the Cassandra sink (sink.kind = \"cassandra\")")?;
-            Ok(Arc::new(sink))
+                .context(context)?;
+            Ok(match layout {
+                HistoryLayout::Rows => Arc::new(rows),
+                HistoryLayout::Chunks => {
+                    let store = CassandraChunks::new(rows, node_id, shards)
+                        .await
+                        .context(context)?;
+                    let retention = settings.sink.retention;
+                    Arc::new(
+                        PackedSink::start(Arc::new(store), shards, limits, retention)
+                            .await
+                            .context(context)?,
+                    )
+                }
+            })
         }
     }
 }
@@ -139,8 +165,8 @@ impl Service {
     }
 
     /// Stops in order, once every clone of [`Service::state`] (and so of the pipeline) is gone:
-    /// the batchers write what they hold, the platform's relay stops, then each side path
-    /// sends what the last batches left it.
+    /// the batchers write what they hold, the sink stores what it holds in memory, the
+    /// platform's relay stops, then each side path sends what the last batches left it.
     pub async fn drain(self) {
         let Service {
             state,
@@ -148,8 +174,11 @@ impl Service {
             side_paths,
             platform,
         } = self;
+        let sink = state.sink.clone();
         drop(state);
         workers.drain().await;
+        // Open chunks are written now; what cannot be, the log replays on the next start.
+        sink.shutdown().await;
         if let Some(platform) = platform {
             platform.shutdown().await;
         }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use event_cql::CassandraSettings;
 use ingest::config::{
-    CacheSettings, EmbeddedSettings, InvalidationSettings, PipelineSettings, RedisSettings,
-    ServerSettings, SinkSettings,
+    CacheSettings, ChunkSettings, EmbeddedSettings, InvalidationSettings, PipelineSettings,
+    RedisSettings, ServerSettings, SinkSettings,
 };
 use platform::config::{CassandraConnection, PlatformSection, PlatformSettings};
 use serde::Deserialize;
@@ -53,6 +53,7 @@ pub struct Settings {
     pub sink: SinkSettings,
     pub embedded: EmbeddedSettings,
     pub cassandra: CassandraSettings,
+    pub chunks: ChunkSettings,
     pub cache: CacheSettings,
     pub redis: RedisSettings,
     pub invalidation: InvalidationSettings,
@@ -201,6 +202,18 @@ impl Settings {
                     "`{}` is not a CQL identifier (a letter, then letters, digits or _; at most 48)",
                     self.cassandra.keyspace
                 ),
+            ));
+        }
+        if self.chunks.max_age.is_zero() {
+            return Err(ConfigError::invalid(
+                "chunks.max_age",
+                "must be more than 0",
+            ));
+        }
+        if self.chunks.commit_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "chunks.commit_interval",
+                "must be more than 0",
             ));
         }
         if self.invalidation.window.is_zero() {

@@ -1,8 +1,10 @@
 //! Where batches become durable. Every store of playback events implements [`EventSink`]; the
 //! same contract tests run against each.
 
+pub mod block;
 pub mod cassandra;
 pub mod embedded;
+pub mod packed;
 
 use std::sync::Arc;
 
@@ -43,15 +45,27 @@ pub trait EventSink: Send + Sync + 'static {
 
     /// Whether the store answers now.
     async fn ready(&self) -> bool;
+
+    /// After the last write (the pipeline has drained): store what is held in memory.
+    async fn shutdown(&self) {}
 }
 
 /// Orders a user's events newest first, `(ts DESC, event_id DESC)`, keeping one copy of each
-/// primary key (the last written, as Cassandra's last-write-wins would), then applies the limit.
+/// `event_id`, the idempotency key: its newest `ts`, and of equal ones the last written (as
+/// Cassandra's last-write-wins would). Then applies the limit. Every sink answers this way.
 pub fn newest_first_unique(mut events: Vec<PlaybackEvent>, limit: usize) -> Vec<PlaybackEvent> {
-    events.sort_unstable_by(|a, b| {
-        (b.ts, b.event_id, b.received_at).cmp(&(a.ts, a.event_id, a.received_at))
-    });
-    events.dedup_by(|later, kept| later.ts == kept.ts && later.event_id == kept.event_id);
+    packed::sort_newest_first(&mut events);
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    events.retain(|event| seen.insert(event.event_id));
     events.truncate(limit);
     events
+}
+
+/// How many distinct `event_id`s `events` holds.
+pub fn distinct_events(events: &[PlaybackEvent]) -> usize {
+    events
+        .iter()
+        .map(|event| event.event_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }

@@ -147,7 +147,7 @@ async fn applying_the_schema_again_changes_nothing_and_says_so() {
     )
     .await;
     let (_session, report) = cassandra::apply_schema(&keyspace.config).await.unwrap();
-    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(report.len(), 5, "{report:?}");
     assert!(
         report.iter().all(|line| line.contains("exists")),
         "{report:?}"

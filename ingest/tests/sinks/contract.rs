@@ -184,68 +184,85 @@ pub async fn rows_expire_after_the_retention(store: StoreUnderTest) {
     assert!(gone, "the row outlived its retention");
 }
 
+/// An `event_id` is the idempotency key: the same id at another `ts` (a player that re-sent an
+/// event with a corrected clock) is one event, returned once, at its newest `ts`.
+pub async fn an_event_id_is_one_event_whatever_its_ts(store: StoreUnderTest) {
+    let user = user();
+    let now = ingest::now_ms();
+    let first = playback(user, now - 5_000);
+    let moved = wire::PlaybackEvent {
+        ts: now - 1_000,
+        ..first.clone()
+    };
+    let other = playback(user, now - 3_000);
+    store
+        .sink
+        .write(0, Arc::new(vec![first, other.clone()]))
+        .await
+        .unwrap();
+    store
+        .sink
+        .write(1, Arc::new(vec![moved.clone()]))
+        .await
+        .unwrap();
+    let stored = store.sink.history(all(user)).await.unwrap();
+    let ids: Vec<(Uuid, i64)> = stored
+        .iter()
+        .map(|event| (event.event_id, event.ts))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(moved.event_id, moved.ts), (other.event_id, other.ts)]
+    );
+    let newest = HistoryQuery {
+        limit: 1,
+        ..all(user)
+    };
+    assert_eq!(store.sink.history(newest).await.unwrap(), vec![moved]);
+}
+
 /// Generates one test per contract case for a store factory `$make(retention)`.
 macro_rules! contract_suite {
     ($module:ident, $make:path) => {
+        contract_suite!(@cases $module, $make,
+            writes_are_read_back_whole,
+            duplicates_are_stored_once,
+            history_is_newest_first_across_batches_and_days,
+            time_ranges_are_inclusive,
+            limits_keep_the_newest,
+            users_do_not_see_each_other,
+            an_event_id_is_one_event_whatever_its_ts;
+            short: rows_expire_after_the_retention);
+    };
+    (@cases $module:ident, $make:path, $($case:ident),*; short: $($short:ident),*) => {
         mod $module {
             use std::time::Duration;
 
-            use super::*;
-
             const LONG: Duration = Duration::from_secs(30 * 86_400);
 
-            #[tokio::test]
-            async fn writes_are_read_back_whole() {
-                let Some(store) = $make(LONG).await else {
-                    return;
-                };
-                super::writes_are_read_back_whole(store).await;
-            }
-            #[tokio::test]
-            async fn duplicates_are_stored_once() {
-                let Some(store) = $make(LONG).await else {
-                    return;
-                };
-                super::duplicates_are_stored_once(store).await;
-            }
-            #[tokio::test]
-            async fn history_is_newest_first_across_batches_and_days() {
-                let Some(store) = $make(LONG).await else {
-                    return;
-                };
-                super::history_is_newest_first_across_batches_and_days(store).await;
-            }
-            #[tokio::test]
-            async fn time_ranges_are_inclusive() {
-                let Some(store) = $make(LONG).await else {
-                    return;
-                };
-                super::time_ranges_are_inclusive(store).await;
-            }
-            #[tokio::test]
-            async fn limits_keep_the_newest() {
-                let Some(store) = $make(LONG).await else {
-                    return;
-                };
-                super::limits_keep_the_newest(store).await;
-            }
-            #[tokio::test]
-            async fn users_do_not_see_each_other() {
-                let Some(store) = $make(LONG).await else {
-                    return;
-                };
-                super::users_do_not_see_each_other(store).await;
-            }
-            #[tokio::test]
-            async fn rows_expire_after_the_retention() {
-                let Some(store) = $make(Duration::from_secs(2)).await else {
-                    return;
-                };
-                super::rows_expire_after_the_retention(store).await;
-            }
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(store) = $make(LONG).await else {
+                        return;
+                    };
+                    super::$case(store).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $short() {
+                    let Some(store) = $make(Duration::from_secs(2)).await else {
+                        return;
+                    };
+                    super::$short(store).await;
+                }
+            )*
         }
     };
 }
 
-contract_suite!(embedded_store, embedded);
-contract_suite!(cassandra_store, cassandra);
+contract_suite!(embedded_rows, super::embedded);
+contract_suite!(cassandra_rows, super::cassandra);
+contract_suite!(embedded_chunks, crate::packed::embedded_store);
+contract_suite!(cassandra_chunks, crate::packed::cassandra_store);

@@ -1,5 +1,6 @@
-//! The event sink contract suite, on the embedded store and on a real Cassandra, and the
-//! Cassandra sink's own tests.
+//! The event sink contract suite, on both layouts (rows, chunks) of both stores (the embedded
+//! store, a real Cassandra); the Cassandra sink's own tests; the packed layout's own cases.
 
 mod cassandra;
 mod contract;
+mod packed;

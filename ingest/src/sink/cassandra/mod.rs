@@ -5,12 +5,16 @@
 //! `loadgen cassandra`.
 //!
 //! - `service.rs`: the I/O: bounded rows in flight, retries with backoff.
-//! - `sink.rs`: batches -> requests per write mode; history; readiness.
+//! - `sink.rs`: the rows layout: batches -> requests per write mode; history; readiness.
+//! - `chunks.rs`: the packed layout's store (log, chunks, checkpoints), on the rows sink's
+//!   session and service.
 //! - `error.rs`: how a Cassandra error reaches clients (503 or 500).
 
+mod chunks;
 mod error;
 mod service;
 mod sink;
 
+pub use chunks::CassandraChunks;
 pub use service::{RequestStats, RetryPolicy};
 pub use sink::CassandraSink;

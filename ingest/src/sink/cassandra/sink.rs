@@ -18,7 +18,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use wire::{PlaybackEvent, MS_PER_DAY};
 
 use super::service::{CassandraService, RequestStats};
-use crate::sink::{newest_first_unique, EventSink, HistoryQuery, SinkError};
+use crate::sink::{distinct_events, newest_first_unique, EventSink, HistoryQuery, SinkError};
 use crate::telemetry::Metrics;
 
 /// Playback events in Cassandra's `viewing_history` table (see `cassandra.md`).
@@ -66,6 +66,33 @@ impl CassandraSink {
 
     pub fn config(&self) -> &CassandraConfig {
         &self.config
+    }
+
+    pub(super) fn service(&self) -> &CassandraService {
+        &self.service
+    }
+
+    /// Writes the `viewing_days` rows of these pairs that were not written recently.
+    pub(super) async fn write_day_rows(
+        &self,
+        pairs: impl Iterator<Item = (u64, i32)>,
+    ) -> Result<(), CassandraError> {
+        let started = Instant::now();
+        let stale = self.days.stale_pairs(pairs, started);
+        let session = self.session().as_ref();
+        futures::stream::iter(stale.iter().map(Ok))
+            .try_for_each_concurrent(64, |&(user_id, day)| async move {
+                let row = DayRow::new(user_id, day, self.days_ttl_seconds);
+                self.service
+                    .call("day index write", 1, || {
+                        session.execute_unpaged(&self.statements.insert_day, &row)
+                    })
+                    .await
+                    .map(|_| ())
+            })
+            .await?;
+        self.days.mark(&stale, started);
+        Ok(())
     }
 
     pub fn session(&self) -> &Arc<Session> {
@@ -158,7 +185,7 @@ impl CassandraSink {
     }
 
     /// The days (newest first) on which the user has history in `[from_day, to_day]`.
-    async fn days_with_history(
+    pub(super) async fn days_with_history(
         &self,
         user_id: u64,
         from_day: i32,
@@ -234,12 +261,25 @@ impl CassandraSink {
             )
             .await?;
         let mut events = Vec::new();
-        // Days come newest first and a day's rows too, so the first `limit` rows read are the
-        // newest `limit`: stop reading as soon as there are enough.
+        // Days come newest first and a day's rows too, so the first rows read are the newest:
+        // stop reading as soon as they hold `limit` distinct events. The same `event_id` at
+        // another `ts` is another row, so a day with such copies is read again, further.
         for day in days {
-            let wanted = query.limit - events.len();
-            self.read_day(&query, day, wanted, &mut events).await?;
-            if events.len() >= query.limit {
+            let mut take = query.limit - distinct_events(&events);
+            loop {
+                let mut rows = Vec::new();
+                self.read_day(&query, day, take, &mut rows).await?;
+                let exhausted = rows.len() < take;
+                let mut merged = events.clone();
+                merged.extend(rows);
+                let distinct = distinct_events(&merged);
+                if exhausted || distinct >= query.limit {
+                    events = merged;
+                    break;
+                }
+                take += query.limit - distinct;
+            }
+            if distinct_events(&events) >= query.limit {
                 break;
             }
         }
@@ -282,7 +322,7 @@ fn decode(error: impl std::fmt::Display) -> CassandraError {
 
 /// The day partition a timestamp falls in, clamped to CQL's `int` (a query may ask for "all
 /// time", i64::MIN..i64::MAX).
-fn day_bound(ts_ms: i64) -> i32 {
+pub(super) fn day_bound(ts_ms: i64) -> i32 {
     ts_ms
         .div_euclid(MS_PER_DAY)
         .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
@@ -368,10 +408,17 @@ impl DayIndex {
 
     /// The pairs of these events whose day row must be (re)written now.
     fn stale(&self, events: &[PlaybackEvent], now: Instant) -> Vec<(u64, i32)> {
+        self.stale_pairs(events.iter().map(|event| (event.user_id, event.day())), now)
+    }
+
+    /// Of these `(user_id, day)` pairs, those whose day row must be (re)written now.
+    fn stale_pairs(
+        &self,
+        pairs: impl Iterator<Item = (u64, i32)>,
+        now: Instant,
+    ) -> Vec<(u64, i32)> {
         let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut stale: Vec<(u64, i32)> = events
-            .iter()
-            .map(|event| (event.user_id, event.day()))
+        let mut stale: Vec<(u64, i32)> = pairs
             .filter(|key| {
                 written
                     .get(key)

@@ -3,11 +3,11 @@
 //!
 //! See `store.md` beside this file for the layout on disk and what an acknowledgement means.
 
-mod block;
-mod bloom;
+mod chunks;
 mod segment;
 mod sink;
 mod store;
 
-pub use sink::EmbeddedSink;
-pub use store::{EventStore, StoreOptions, StoreStats};
+pub use chunks::EmbeddedChunks;
+pub use sink::{open_packed, EmbeddedSink};
+pub use store::{log_position, EventStore, StoreOptions, StoreStats};

@@ -6,8 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::block::{self, BlockHeader, HEADER_LEN};
-use super::bloom::Bloom;
+use crate::sink::block::{self, BlockHeader, Bloom, HEADER_LEN};
 
 pub fn segment_path(shard_dir: &Path, seq: u64) -> PathBuf {
     shard_dir.join(format!("{seq:016}.seg"))

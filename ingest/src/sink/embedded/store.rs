@@ -10,11 +10,20 @@ use std::time::Duration;
 
 use wire::PlaybackEvent;
 
-use super::block::{self, BlockHeader, RowReader};
-use super::bloom::Bloom;
 use super::segment::{self, SegmentWriter};
 use crate::now_ms;
+use crate::sink::block::{self, BlockHeader, Bloom, RowReader};
 use crate::sink::{newest_first_unique, HistoryQuery};
+
+/// Bits of a log position that hold the block's offset in its segment; the segment's number
+/// is above them (a segment is far smaller than 2^40 bytes).
+const POSITION_OFFSET_BITS: u32 = 40;
+
+/// The position of the block at `offset` of segment `seq` in its shard's log: positions grow
+/// with every append.
+pub fn log_position(seq: u64, offset: u64) -> u64 {
+    (seq << POSITION_OFFSET_BITS) | offset
+}
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -118,13 +127,16 @@ impl EventStore {
         (self.retention_ms() / 8).max(1)
     }
 
-    /// Appends a batch as one block; durable when this returns (with `fsync`).
-    pub fn append(&self, shard: usize, events: &[PlaybackEvent]) -> io::Result<()> {
+    /// Appends a batch as one block; durable when this returns (with `fsync`). Returns the
+    /// block's position in its shard's log ([`log_position`]).
+    pub fn append(&self, shard: usize, events: &[PlaybackEvent]) -> io::Result<u64> {
+        let shard_index = shard % self.shards.len();
         if events.is_empty() {
-            return Ok(());
+            let writer = lock(&self.shards[shard_index].writer);
+            return Ok(log_position(writer.active.seq, writer.active.len));
         }
         let block = block::encode(events);
-        let shard = &self.shards[shard % self.shards.len()];
+        let shard = &self.shards[shard_index];
         let mut writer = lock(&shard.writer);
         let now = now_ms();
         let full = writer.active.len + block.bytes.len() as u64 > self.options.segment_bytes;
@@ -157,7 +169,63 @@ impl EventStore {
             header: block.header,
             bloom: block.bloom,
         });
-        Ok(())
+        Ok(log_position(writer.active.seq, offset))
+    }
+
+    /// Shards (append streams) the store has.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The blocks of `shard`'s log at or after `from`, in order, with their positions.
+    pub fn log_since(&self, shard: usize, from: u64) -> io::Result<Vec<(u64, Vec<PlaybackEvent>)>> {
+        let shard = &self.shards[shard % self.shards.len()];
+        let located: Vec<(u64, Arc<File>, u64, BlockHeader)> = {
+            let segments = shard
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            segments
+                .range(from >> POSITION_OFFSET_BITS..)
+                .flat_map(|(seq, segment)| {
+                    segment.blocks.iter().map(move |block| {
+                        (
+                            log_position(*seq, block.offset),
+                            segment.file.clone(),
+                            block.offset,
+                            block.header.clone(),
+                        )
+                    })
+                })
+                .filter(|(position, ..)| *position >= from)
+                .collect()
+        };
+        let mut entries = Vec::with_capacity(located.len());
+        for (position, file, offset, header) in located {
+            let raw = segment::read_block(&file, offset, &header)?;
+            let events = RowReader::new(&raw).collect::<io::Result<Vec<_>>>()?;
+            entries.push((position, events));
+        }
+        Ok(entries)
+    }
+
+    /// Deletes `shard`'s closed segments wholly before `position` (their blocks are in stored
+    /// chunks). Returns how many were deleted.
+    pub fn drop_log_before(&self, shard: usize, position: u64) -> io::Result<usize> {
+        let shard = &self.shards[shard % self.shards.len()];
+        let active = lock(&shard.writer).active.seq;
+        let keep_from = (position >> POSITION_OFFSET_BITS).min(active);
+        let mut segments = shard
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let done: Vec<u64> = segments.range(..keep_from).map(|(seq, _)| *seq).collect();
+        for seq in &done {
+            if let Some(segment) = segments.remove(seq) {
+                fs::remove_file(&segment.path)?;
+            }
+        }
+        Ok(done.len())
     }
 
     fn roll(&self, shard: &Shard, writer: &mut ShardWriter, now: i64) -> io::Result<()> {

@@ -1,12 +1,16 @@
-//! One batch as one block on disk: header, Bloom filter of user ids, zstd of delta-encoded rows
-//! sorted by the primary key. Layout and rationale: `store.md`.
+//! The one block codec of both sinks: events as a header, a Bloom filter of user ids, and zstd
+//! of delta-encoded rows sorted by the primary key. The embedded store's log segments are made
+//! of blocks, and so are Cassandra's `event_log` rows and every chunk of the packed layout.
+//! Layout and rationale: `../embedded/store.md`.
+
+mod bloom;
 
 use std::io;
 
 use uuid::Uuid;
 use wire::{CountryCode, EventKind, PlaybackEvent, SmolStr};
 
-use super::bloom::Bloom;
+pub use bloom::Bloom;
 
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PPB1");
 pub const HEADER_LEN: usize = 48;
@@ -153,6 +157,21 @@ pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
         header,
         bloom,
     }
+}
+
+/// Checks a whole encoded block (header first) and returns its events, in their sorted order.
+pub fn decode(bytes: &[u8]) -> io::Result<Vec<PlaybackEvent>> {
+    let header: &[u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|head| head.try_into().ok())
+        .ok_or_else(|| corrupt("block shorter than its header"))?;
+    let header = BlockHeader::parse(header)?;
+    let raw = open(bytes, &header)?;
+    let mut events = Vec::with_capacity(header.rows as usize);
+    for row in RowReader::new(&raw) {
+        events.push(row?);
+    }
+    Ok(events)
 }
 
 /// Checks a whole block read from disk and returns its decompressed rows.
