@@ -4,6 +4,7 @@
 mod body;
 mod cassandra;
 mod cassandra_writes;
+mod history;
 mod http;
 mod invalidation;
 mod latte;
@@ -39,6 +40,9 @@ enum Scenario {
     /// batches) against a real node: rows/s and CPU per row, client and server. Needs
     /// `engines/up cassandra`.
     CassandraWrites(cassandra_writes::Args),
+    /// History reads as the store grows: fill it with `--events` events, then time reads of
+    /// `limit` events for random viewers (target: p99 <= 10 ms).
+    History(history::Args),
     /// loadgen against `playpulse serve` on loopback, both on this machine: saturation point,
     /// then p99 at 80% of it (targets: 500,000 events/s; p99 <= 50 ms).
     Http(http::Args),
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
             Scenario::Pipeline(args) => pipeline::run(args).await,
             Scenario::Cassandra(args) => cassandra::run(args).await,
             Scenario::CassandraWrites(args) => cassandra_writes::run(args).await,
+            Scenario::History(args) => history::run(args).await,
             Scenario::Http(args) => http::run(args).await,
             Scenario::Invalidation(args) => invalidation::run(args).await,
         }

@@ -121,8 +121,7 @@ pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
         max_received_at = max_received_at.max(event.received_at);
         previous = Some(event);
     }
-    let payload =
-        zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compresses any input in memory");
+    let payload = compress(&raw);
 
     let mut header = BlockHeader {
         crc: 0,
@@ -157,6 +156,28 @@ pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
         header,
         bloom,
     }
+}
+
+/// zstd of `raw`, with this thread's compressor: a context made once, not per block (a chunk is
+/// a small block, and making a context costs more than compressing it).
+fn compress(raw: &[u8]) -> Vec<u8> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        match cell.as_mut() {
+            Some(compressor) => compressor.compress(raw).ok(),
+            None => None,
+        }
+        .unwrap_or_else(|| {
+            zstd::bulk::compress(raw, ZSTD_LEVEL).expect("zstd compresses any input in memory")
+        })
+    })
 }
 
 /// Checks a whole encoded block (header first) and returns its events, in their sorted order.

@@ -160,7 +160,7 @@ impl CassandraChunks {
         Ok(first.unwrap_or_else(|| self.next_position(shard)))
     }
 
-    async fn write_chunks(&self, chunks: &[ClosedChunk]) -> Result<(), CassandraError> {
+    async fn write_chunks(&self, chunks: &[Arc<ClosedChunk>]) -> Result<(), CassandraError> {
         let session = self.rows.session().as_ref();
         let ttl = self.rows.config().ttl_seconds;
         futures::stream::iter(chunks.iter().map(Ok))
@@ -350,7 +350,7 @@ impl ChunkStore for Arc<CassandraChunks> {
     async fn commit(
         &self,
         shard: usize,
-        chunks: &[ClosedChunk],
+        chunks: &[Arc<ClosedChunk>],
         checkpoint: LogPos,
     ) -> Result<(), SinkError> {
         self.write_chunks(chunks).await?;

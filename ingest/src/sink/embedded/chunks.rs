@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+
 use wire::PlaybackEvent;
 
 use super::sink::{failed, write_failed};
@@ -24,6 +25,9 @@ const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 const CHECKPOINTS: TableDefinition<u64, u64> = TableDefinition::new("checkpoints");
 
 const CHUNK_KEY: usize = 28;
+
+/// redb's page cache (its default is 1 GiB, the whole memory target).
+const CACHE_BYTES: usize = 64 << 20;
 
 /// An order-preserving unsigned form of a signed number.
 fn ordered(value: i64) -> u64 {
@@ -63,7 +67,12 @@ pub struct EmbeddedChunks {
 
 impl EmbeddedChunks {
     pub fn open(log: Arc<EventStore>, data_dir: &Path) -> Result<EmbeddedChunks, SinkError> {
-        let db = Database::create(data_dir.join("chunks.redb")).map_err(db_error)?;
+        let db = redb::Builder::new()
+            // Reads want the index pages of recent chunks, not a copy of the whole history:
+            // the operating system's page cache holds the rest.
+            .set_cache_size(CACHE_BYTES)
+            .create(data_dir.join("chunks.redb"))
+            .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         {
             txn.open_table(CHUNKS).map_err(db_error)?;
@@ -108,7 +117,7 @@ impl EmbeddedChunks {
     fn commit_blocking(
         &self,
         shard: usize,
-        chunks: &[ClosedChunk],
+        chunks: &[Arc<ClosedChunk>],
         checkpoint: LogPos,
     ) -> Result<(), SinkError> {
         let mut txn = self.db.begin_write().map_err(db_error)?;
@@ -244,7 +253,7 @@ impl ChunkStore for Arc<EmbeddedChunks> {
     async fn commit(
         &self,
         shard: usize,
-        chunks: &[ClosedChunk],
+        chunks: &[Arc<ClosedChunk>],
         checkpoint: LogPos,
     ) -> Result<(), SinkError> {
         let (this, chunks) = (self.clone(), chunks.to_vec());

@@ -70,8 +70,10 @@ impl ClosedChunk {
         positions: Vec<LogPos>,
         reason: CloseReason,
     ) -> ClosedChunk {
-        sort_newest_first(&mut events);
-        dedup_event_ids(&mut events);
+        if events.len() > 1 {
+            sort_newest_first(&mut events);
+            dedup_event_ids(&mut events);
+        }
         let mut digest = 0xcbf2_9ce4_8422_2325u64;
         for event in &events {
             for byte in event.event_id.as_bytes() {
@@ -140,7 +142,7 @@ pub trait ChunkStore: Send + Sync + 'static {
     async fn commit(
         &self,
         shard: usize,
-        chunks: &[ClosedChunk],
+        chunks: &[Arc<ClosedChunk>],
         checkpoint: LogPos,
     ) -> Result<(), SinkError>;
 
@@ -188,6 +190,9 @@ struct Shared<S> {
     stopping: std::sync::atomic::AtomicBool,
     /// The checkpoint last recorded per shard: an idle round records nothing.
     recorded: Vec<std::sync::atomic::AtomicU64>,
+    /// One commit round at a time: a round stores the oldest closed chunks it saw, and only
+    /// it may then let them go.
+    committing: tokio::sync::Mutex<()>,
 }
 
 /// An [`EventSink`] on the packed layout of `S`.
@@ -213,7 +218,7 @@ impl<S: ChunkStore> PackedSink<S> {
             let now = now_ms();
             for (position, events) in entries {
                 replayed += events.len();
-                chunks.admit(None, position, &events, &limits, now);
+                chunks.admit(None, position, &Arc::new(events), &limits, now);
             }
             shards.push(Mutex::new(chunks));
         }
@@ -232,6 +237,7 @@ impl<S: ChunkStore> PackedSink<S> {
             store,
             shards,
             recorded,
+            committing: tokio::sync::Mutex::new(()),
             limits,
             retention,
             wake: Arc::new(Notify::new()),
@@ -312,6 +318,7 @@ async fn commit_loop<S: ChunkStore>(shared: std::sync::Weak<Shared<S>>) {
 }
 
 async fn commit_round<S: ChunkStore>(shared: &Shared<S>) -> Result<(), SinkError> {
+    let _one_at_a_time = shared.committing.lock().await;
     for (index, shard) in shared.shards.iter().enumerate() {
         let (chunks, checkpoint) = {
             let chunks = lock(shard);

@@ -3,7 +3,9 @@
 //! shutdown) and waits, still readable, until the store has it. What the log still holds that
 //! no stored chunk does is tracked per log entry, so the checkpoint is exact.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use wire::{EventKind, PlaybackEvent};
 
@@ -20,8 +22,20 @@ fn event_bytes(event: &PlaybackEvent) -> usize {
         + text(&event.app_version)
 }
 
+/// An event of a durable batch, by reference: an open chunk copies nothing until it closes.
+struct EventRef {
+    batch: Arc<Vec<PlaybackEvent>>,
+    index: u32,
+}
+
+impl EventRef {
+    fn get(&self) -> &PlaybackEvent {
+        &self.batch[self.index as usize]
+    }
+}
+
 struct OpenChunk {
-    events: Vec<PlaybackEvent>,
+    events: Vec<EventRef>,
     /// The log entry of each event, for the checkpoint.
     positions: Vec<LogPos>,
     opened_at_ms: i64,
@@ -33,6 +47,28 @@ struct OpenChunk {
 pub struct Ticket {
     floor: LogPos,
     id: u64,
+}
+
+/// User ids are already well spread (and never chosen by a hostile party to collide in one
+/// shard's map any worse than in the pipeline's routing): one multiply, not SipHash.
+#[derive(Default)]
+pub struct UserHasher(u64);
+
+impl Hasher for UserHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (value ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        self.0 ^= self.0 >> 31;
+    }
 }
 
 /// Why a chunk closed (counted, and tested trigger by trigger).
@@ -50,12 +86,14 @@ pub enum CloseReason {
 #[derive(Default)]
 pub struct ShardChunks {
     /// Per viewer, the open chunk of each day (rarely more than one).
-    open: HashMap<u64, Vec<(i32, OpenChunk)>>,
-    /// Open chunks, oldest first: `(opened_at_ms, user_id, day)`.
-    by_age: BTreeSet<(i64, u64, i32)>,
+    open: HashMap<u64, Vec<(i32, OpenChunk)>, BuildHasherDefault<UserHasher>>,
+    /// Chunks in the order they opened (so oldest first): `(opened_at_ms, user_id, day)`. A
+    /// chunk closed by another trigger leaves its entry behind; it is skipped when reached.
+    by_age: VecDeque<(i64, u64, i32)>,
+    open_chunks: usize,
     open_bytes: usize,
-    /// Closed, not yet stored; readable meanwhile.
-    closed: Vec<ClosedChunk>,
+    /// Closed, not yet stored, in the order they closed; readable meanwhile.
+    closed: Vec<Arc<ClosedChunk>>,
     /// Events of each log entry not yet in a stored chunk.
     pending: BTreeMap<LogPos, u32>,
     tickets: BTreeSet<Ticket>,
@@ -96,7 +134,7 @@ impl ShardChunks {
         &mut self,
         ticket: Option<Ticket>,
         position: LogPos,
-        events: &[PlaybackEvent],
+        events: &Arc<Vec<PlaybackEvent>>,
         limits: &ChunkLimits,
         now_ms: i64,
     ) {
@@ -108,7 +146,7 @@ impl ShardChunks {
         }
         self.next_position = self.next_position.max(position + 1);
         *self.pending.entry(position).or_default() += events.len() as u32;
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             let day = event.day();
             let key = (event.user_id, day);
             if self.chunk_mut(key).is_none() {
@@ -123,12 +161,16 @@ impl ShardChunks {
                         bytes: 0,
                     },
                 ));
-                self.by_age.insert((now_ms, event.user_id, day));
+                self.by_age.push_back((now_ms, event.user_id, day));
+                self.open_chunks += 1;
             }
             let bytes = event_bytes(event);
             self.open_bytes += bytes;
             let chunk = self.chunk_mut(key).expect("inserted above");
-            chunk.events.push(event.clone());
+            chunk.events.push(EventRef {
+                batch: events.clone(),
+                index: index as u32,
+            });
             chunk.positions.push(position);
             chunk.bytes += bytes;
             if chunk.events.len() >= limits.max_events {
@@ -138,28 +180,41 @@ impl ShardChunks {
             }
         }
         while self.open_bytes > limits.max_open_bytes {
-            let Some(&(_, user_id, day)) = self.by_age.first() else {
+            let Some((opened_at, user_id, day)) = self.by_age.pop_front() else {
                 break;
             };
-            self.close((user_id, day), CloseReason::MemoryBound);
+            self.close_opened_at((user_id, day), opened_at, CloseReason::MemoryBound);
+        }
+    }
+
+    /// Closes the chunk of `key` if it is the one opened at `opened_at` (not a later one).
+    fn close_opened_at(&mut self, key: (u64, i32), opened_at: i64, reason: CloseReason) {
+        let current = self
+            .open
+            .get(&key.0)
+            .and_then(|days| days.iter().find(|(day, _)| *day == key.1))
+            .map(|(_, chunk)| chunk.opened_at_ms);
+        if current == Some(opened_at) {
+            self.close(key, reason);
         }
     }
 
     /// Closes the chunks opened `max_age` or longer before `now_ms`.
     pub fn close_aged(&mut self, limits: &ChunkLimits, now_ms: i64) {
         let max_age = limits.max_age.as_millis().min(i64::MAX as u128) as i64;
-        while let Some(&(opened_at, user_id, day)) = self.by_age.first() {
+        while let Some(&(opened_at, user_id, day)) = self.by_age.front() {
             if now_ms.saturating_sub(opened_at) < max_age {
                 break;
             }
-            self.close((user_id, day), CloseReason::Aged);
+            self.by_age.pop_front();
+            self.close_opened_at((user_id, day), opened_at, CloseReason::Aged);
         }
     }
 
     /// Closes every open chunk (shutdown).
     pub fn close_all(&mut self) {
-        while let Some(&(_, user_id, day)) = self.by_age.first() {
-            self.close((user_id, day), CloseReason::Shutdown);
+        while let Some((opened_at, user_id, day)) = self.by_age.pop_front() {
+            self.close_opened_at((user_id, day), opened_at, CloseReason::Shutdown);
         }
     }
 
@@ -183,19 +238,25 @@ impl ShardChunks {
         if days.is_empty() {
             self.open.remove(&user_id);
         }
-        self.by_age.remove(&(chunk.opened_at_ms, key.0, key.1));
+        self.open_chunks -= 1;
         self.open_bytes -= chunk.bytes;
-        self.closed.push(ClosedChunk::new(
+        let events = chunk
+            .events
+            .iter()
+            .map(|event| event.get().clone())
+            .collect();
+        self.closed.push(Arc::new(ClosedChunk::new(
             key.0,
             key.1,
-            chunk.events,
+            events,
             chunk.positions,
             reason,
-        ));
+        )));
     }
 
-    /// The closed chunks waiting for the store (cloned: they stay readable until stored).
-    pub fn closed(&self) -> Vec<ClosedChunk> {
+    /// The closed chunks waiting for the store, oldest first (shared: they stay readable until
+    /// stored).
+    pub fn closed(&self) -> Vec<Arc<ClosedChunk>> {
         self.closed.clone()
     }
 
@@ -203,14 +264,15 @@ impl ShardChunks {
         !self.closed.is_empty()
     }
 
-    /// The store has these chunks now: they leave memory, and their log entries are done.
-    pub fn stored(&mut self, chunks: &[ClosedChunk]) {
-        let ids: BTreeSet<(u64, i32, u64)> = chunks
+    /// The store has these chunks now, the oldest of the closed ones (as [`ShardChunks::closed`]
+    /// gave them): they leave memory, and their log entries are done.
+    pub fn stored(&mut self, chunks: &[Arc<ClosedChunk>]) {
+        let stored = chunks.len().min(self.closed.len());
+        debug_assert!(self.closed[..stored]
             .iter()
-            .map(|chunk| (chunk.user_id, chunk.day, chunk.chunk_id))
-            .collect();
-        self.closed
-            .retain(|chunk| !ids.contains(&(chunk.user_id, chunk.day, chunk.chunk_id)));
+            .zip(chunks)
+            .all(|(kept, done)| Arc::ptr_eq(kept, done)));
+        self.closed.drain(..stored);
         for chunk in chunks {
             for &position in &chunk.positions {
                 if let Some(count) = self.pending.get_mut(&position) {
@@ -239,7 +301,14 @@ impl ShardChunks {
     pub fn events_of(&self, user_id: u64, from_ms: i64, to_ms: i64, out: &mut Vec<PlaybackEvent>) {
         let in_range = |event: &&PlaybackEvent| event.ts >= from_ms && event.ts <= to_ms;
         for (_, chunk) in self.open.get(&user_id).into_iter().flatten() {
-            out.extend(chunk.events.iter().filter(in_range).cloned());
+            out.extend(
+                chunk
+                    .events
+                    .iter()
+                    .map(EventRef::get)
+                    .filter(in_range)
+                    .cloned(),
+            );
         }
         for chunk in &self.closed {
             if chunk.user_id == user_id {
@@ -250,7 +319,7 @@ impl ShardChunks {
 
     /// Open chunks, events in them, and bytes they hold (for metrics and tests).
     pub fn sizes(&self) -> (usize, usize, usize) {
-        let chunks = self.by_age.len();
+        let chunks = self.open_chunks;
         let events = self
             .open
             .values()
@@ -258,5 +327,96 @@ impl ShardChunks {
             .map(|(_, chunk)| chunk.events.len())
             .sum();
         (chunks, events, self.open_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn batch(user_id: u64, ts: i64) -> Arc<Vec<PlaybackEvent>> {
+        Arc::new(vec![testkit::event(user_id, ts)])
+    }
+
+    fn limits(max_events: usize) -> ChunkLimits {
+        ChunkLimits {
+            max_events,
+            max_age: Duration::from_secs(60),
+            max_open_bytes: 1 << 30,
+            commit_interval: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_waits_for_every_event_of_a_log_entry() {
+        let mut shard = ShardChunks::new(100);
+        assert_eq!(shard.checkpoint(), 100);
+        let events = Arc::new(vec![testkit::event(1, 10), testkit::event(2, 10)]);
+        shard.admit(None, 100, &events, &limits(1), 0);
+        // Both closed (one event each), neither stored: the entry is pending.
+        assert_eq!(shard.checkpoint(), 100);
+        let closed = shard.closed();
+        assert_eq!(closed.len(), 2);
+        shard.stored(&closed[..1]);
+        assert_eq!(
+            shard.checkpoint(),
+            100,
+            "one event of the entry is not stored yet"
+        );
+        shard.stored(&closed[1..]);
+        assert_eq!(shard.checkpoint(), 101);
+        assert!(!shard.has_closed());
+    }
+
+    #[test]
+    fn an_append_in_flight_holds_the_checkpoint_back() {
+        let mut shard = ShardChunks::new(0);
+        let slow = shard.reserve();
+        let fast = shard.reserve();
+        // The second append lands first, and its chunk is stored.
+        shard.admit(Some(fast), 20, &batch(1, 5), &limits(1), 0);
+        let closed = shard.closed();
+        shard.stored(&closed);
+        assert_eq!(
+            shard.checkpoint(),
+            0,
+            "the first append may still land before 20"
+        );
+        shard.admit(Some(slow), 10, &batch(2, 5), &limits(1), 0);
+        assert_eq!(shard.checkpoint(), 10);
+        let closed = shard.closed();
+        shard.stored(&closed);
+        assert_eq!(shard.checkpoint(), 21);
+        let failed = shard.reserve();
+        assert_eq!(shard.checkpoint(), 21);
+        shard.abandon(failed);
+        assert_eq!(shard.checkpoint(), 21);
+    }
+
+    #[test]
+    fn chunks_are_per_viewer_and_day_and_closed_chunks_stay_readable() {
+        let mut shard = ShardChunks::new(0);
+        let day = wire::MS_PER_DAY;
+        let events = Arc::new(vec![
+            testkit::event(1, day + 5),
+            testkit::event(1, day + 6),
+            testkit::event(2, day + 7),
+        ]);
+        shard.admit(None, 0, &events, &limits(10), 0);
+        assert_eq!(shard.sizes().0, 2);
+        // Viewer 1 moves to the next day: yesterday's chunk closes.
+        shard.admit(None, 1, &batch(1, 2 * day + 1), &limits(10), 0);
+        let closed = shard.closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].reason, CloseReason::DayBoundary);
+        assert_eq!(closed[0].last_ts, day + 6);
+        assert_eq!(closed[0].first_ts, day + 5);
+        let mut found = Vec::new();
+        shard.events_of(1, i64::MIN, i64::MAX, &mut found);
+        assert_eq!(found.len(), 3);
+        shard.close_aged(&limits(10), 60_000);
+        assert_eq!(shard.sizes().0, 0, "every chunk aged out");
     }
 }
