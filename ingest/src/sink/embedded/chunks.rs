@@ -1,6 +1,7 @@
 //! The packed layout on the embedded store: the log is the store's fsync'd segments; closed
-//! chunks and the checkpoints live in a redb database (`{data_dir}/chunks.redb`), chunks and
-//! checkpoint committed in one transaction, fsync'd.
+//! chunks and the checkpoints live in a fjall keyspace (an LSM tree: `{data_dir}/chunks/`),
+//! chunks and checkpoint committed in one atomic batch, its journal fsync'd. fjall over redb,
+//! by measurement: see BENCHMARKS.md, "The chunk index".
 //!
 //! Keys are big-endian so that byte order is key order: a chunk is
 //! `user_id | day | !last_ts | !chunk_id` (newest first within a partition, as Cassandra's
@@ -10,8 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
-
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use wire::PlaybackEvent;
 
 use super::sink::{failed, write_failed};
@@ -19,15 +19,10 @@ use super::store::EventStore;
 use crate::sink::packed::{ChunkPage, ChunkStore, ClosedChunk, LogPos, StoredChunk};
 use crate::sink::SinkError;
 
-const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
-const DAYS: TableDefinition<&[u8], ()> = TableDefinition::new("days");
-const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
-const CHECKPOINTS: TableDefinition<u64, u64> = TableDefinition::new("checkpoints");
-
 const CHUNK_KEY: usize = 28;
 
-/// redb's page cache (its default is 1 GiB, the whole memory target).
-const CACHE_BYTES: usize = 64 << 20;
+/// fjall's block cache (reads want recent index and data blocks; the page cache has the rest).
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// An order-preserving unsigned form of a signed number.
 fn ordered(value: i64) -> u64 {
@@ -55,35 +50,37 @@ fn parse_chunk_key(key: &[u8]) -> Option<(i64, u64)> {
     Some((last_ts as i64, chunk_id))
 }
 
-fn db_error(error: impl Into<redb::Error>) -> SinkError {
-    SinkError::Failed(format!("chunk index: {}", error.into()))
+fn db_error(error: impl std::fmt::Display) -> SinkError {
+    SinkError::Failed(format!("chunk index: {error}"))
 }
 
-/// The embedded store's log with a redb chunk index.
+/// The embedded store's log with a fjall chunk index.
 pub struct EmbeddedChunks {
     log: Arc<EventStore>,
-    db: Arc<Database>,
+    db: Keyspace,
+    chunks: PartitionHandle,
+    days: PartitionHandle,
+    expiry: PartitionHandle,
+    checkpoints: PartitionHandle,
 }
 
 impl EmbeddedChunks {
     pub fn open(log: Arc<EventStore>, data_dir: &Path) -> Result<EmbeddedChunks, SinkError> {
-        let db = redb::Builder::new()
-            // Reads want the index pages of recent chunks, not a copy of the whole history:
-            // the operating system's page cache holds the rest.
-            .set_cache_size(CACHE_BYTES)
-            .create(data_dir.join("chunks.redb"))
+        let db = Config::new(data_dir.join("chunks"))
+            .cache_size(CACHE_BYTES)
+            .open()
             .map_err(db_error)?;
-        let txn = db.begin_write().map_err(db_error)?;
-        {
-            txn.open_table(CHUNKS).map_err(db_error)?;
-            txn.open_table(DAYS).map_err(db_error)?;
-            txn.open_table(EXPIRY).map_err(db_error)?;
-            txn.open_table(CHECKPOINTS).map_err(db_error)?;
-        }
-        txn.commit().map_err(db_error)?;
+        let partition = |name: &str| {
+            db.open_partition(name, PartitionCreateOptions::default())
+                .map_err(db_error)
+        };
         Ok(EmbeddedChunks {
+            chunks: partition("chunks")?,
+            days: partition("days")?,
+            expiry: partition("expiry")?,
+            checkpoints: partition("checkpoints")?,
+            db,
             log,
-            db: Arc::new(db),
         })
     }
 
@@ -93,24 +90,16 @@ impl EmbeddedChunks {
 
     /// Deletes chunks whose newest event was received before `before` (past the retention).
     pub fn expire(&self, before: i64) -> Result<usize, SinkError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let end = ordered(before).to_be_bytes();
+        let mut batch = self.db.batch();
         let mut deleted = 0;
-        {
-            let mut expiry = txn.open_table(EXPIRY).map_err(db_error)?;
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_error)?;
-            let end = ordered(before).to_be_bytes();
-            let expired: Vec<Vec<u8>> = expiry
-                .range::<&[u8]>(..&end[..])
-                .map_err(db_error)?
-                .filter_map(|entry| entry.ok().map(|(key, _)| key.value().to_vec()))
-                .collect();
-            for key in expired {
-                expiry.remove(key.as_slice()).map_err(db_error)?;
-                chunks.remove(&key[8..]).map_err(db_error)?;
-                deleted += 1;
-            }
+        for entry in self.expiry.range(..end.to_vec()) {
+            let (key, _) = entry.map_err(db_error)?;
+            batch.remove(&self.expiry, key.to_vec());
+            batch.remove(&self.chunks, key[8..].to_vec());
+            deleted += 1;
         }
-        txn.commit().map_err(db_error)?;
+        batch.commit().map_err(db_error)?;
         Ok(deleted)
     }
 
@@ -120,31 +109,25 @@ impl EmbeddedChunks {
         chunks: &[Arc<ClosedChunk>],
         checkpoint: LogPos,
     ) -> Result<(), SinkError> {
-        let mut txn = self.db.begin_write().map_err(db_error)?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut table = txn.open_table(CHUNKS).map_err(db_error)?;
-            let mut days = txn.open_table(DAYS).map_err(db_error)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(db_error)?;
-            for chunk in chunks {
-                let key = chunk_key(chunk.user_id, chunk.day, chunk.last_ts, chunk.chunk_id);
-                let block = chunk.encode();
-                let mut value = Vec::with_capacity(8 + block.len());
-                value.extend_from_slice(&chunk.first_ts.to_le_bytes());
-                value.extend_from_slice(&block);
-                table.insert(&key[..], value.as_slice()).map_err(db_error)?;
-                days.insert(&day_key(chunk.user_id, chunk.day)[..], ())
-                    .map_err(db_error)?;
-                let mut expires = ordered(chunk.max_received_at).to_be_bytes().to_vec();
-                expires.extend_from_slice(&key);
-                expiry.insert(expires.as_slice(), ()).map_err(db_error)?;
-            }
-            let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(db_error)?;
-            checkpoints
-                .insert(shard as u64, checkpoint)
-                .map_err(db_error)?;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for chunk in chunks {
+            let key = chunk_key(chunk.user_id, chunk.day, chunk.last_ts, chunk.chunk_id);
+            let block = chunk.encode();
+            let mut value = Vec::with_capacity(8 + block.len());
+            value.extend_from_slice(&chunk.first_ts.to_le_bytes());
+            value.extend_from_slice(&block);
+            batch.insert(&self.chunks, key, value);
+            batch.insert(&self.days, day_key(chunk.user_id, chunk.day), []);
+            let mut expires = ordered(chunk.max_received_at).to_be_bytes().to_vec();
+            expires.extend_from_slice(&key);
+            batch.insert(&self.expiry, expires, []);
         }
-        txn.commit().map_err(db_error)?;
+        batch.insert(
+            &self.checkpoints,
+            (shard as u64).to_be_bytes(),
+            checkpoint.to_be_bytes(),
+        );
+        batch.commit().map_err(db_error)?;
         // The log before the checkpoint is in chunks now: whole segments of it can go.
         self.log
             .drop_log_before(shard, checkpoint)
@@ -153,12 +136,13 @@ impl EmbeddedChunks {
     }
 
     fn checkpoint_of(&self, shard: usize) -> Result<LogPos, SinkError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(CHECKPOINTS).map_err(db_error)?;
-        Ok(table
-            .get(shard as u64)
-            .map_err(db_error)?
-            .map_or(0, |value| value.value()))
+        let value = self
+            .checkpoints
+            .get((shard as u64).to_be_bytes())
+            .map_err(db_error)?;
+        Ok(value
+            .and_then(|bytes| bytes.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     fn days_blocking(
@@ -167,25 +151,21 @@ impl EmbeddedChunks {
         from_day: i32,
         to_day: i32,
     ) -> Result<Vec<i32>, SinkError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(DAYS).map_err(db_error)?;
         let (low, high) = (day_key(user_id, from_day), day_key(user_id, to_day));
         let mut days = Vec::new();
-        for entry in table
-            .range::<&[u8]>(&low[..]..=&high[..])
-            .map_err(db_error)?
-            .rev()
-        {
+        for entry in self.days.range(low..=high).rev() {
             let (key, _) = entry.map_err(db_error)?;
-            let raw = u32::from_be_bytes(key.value()[8..12].try_into().map_err(failed)?);
+            let raw = u32::from_be_bytes(
+                key.get(8..12)
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .ok_or_else(|| failed("a malformed day key"))?,
+            );
             days.push((raw ^ (1 << 31)) as i32);
         }
         Ok(days)
     }
 
     fn chunks_blocking(&self, page: ChunkPage) -> Result<Vec<StoredChunk>, SinkError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(CHUNKS).map_err(db_error)?;
         let start = match page.after {
             // Strictly after the cursor: the next key up.
             Some((last_ts, chunk_id)) => {
@@ -195,16 +175,12 @@ impl EmbeddedChunks {
             }
             None => chunk_key(page.user_id, page.day, i64::MAX, u64::MAX).to_vec(),
         };
-        let end = chunk_key(page.user_id, page.day, page.from_ms, 0);
+        let end = chunk_key(page.user_id, page.day, page.from_ms, 0).to_vec();
         let mut found = Vec::new();
-        for entry in table
-            .range::<&[u8]>(start.as_slice()..=&end[..])
-            .map_err(db_error)?
-        {
+        for entry in self.chunks.range(start..=end) {
             let (key, value) = entry.map_err(db_error)?;
             let (last_ts, chunk_id) =
-                parse_chunk_key(key.value()).ok_or_else(|| failed("a malformed chunk key"))?;
-            let value = value.value();
+                parse_chunk_key(&key).ok_or_else(|| failed("a malformed chunk key"))?;
             let first_ts = i64::from_le_bytes(
                 value
                     .get(..8)

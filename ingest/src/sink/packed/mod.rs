@@ -59,6 +59,8 @@ pub struct ClosedChunk {
     pub events: Vec<PlaybackEvent>,
     /// The log entry of each event (before deduplication), for the checkpoint.
     positions: Vec<LogPos>,
+    /// What its events were counted for in memory while open.
+    bytes: usize,
     pub reason: CloseReason,
 }
 
@@ -68,6 +70,7 @@ impl ClosedChunk {
         day: i32,
         mut events: Vec<PlaybackEvent>,
         positions: Vec<LogPos>,
+        bytes: usize,
         reason: CloseReason,
     ) -> ClosedChunk {
         if events.len() > 1 {
@@ -93,6 +96,7 @@ impl ClosedChunk {
                 .unwrap_or(0),
             events,
             positions,
+            bytes,
             reason,
         }
     }
@@ -187,6 +191,8 @@ struct Shared<S> {
     retention: Duration,
     /// Woken when chunks close, so that a full chunk does not wait for the next interval.
     wake: Arc<Notify>,
+    /// Woken after every commit round: writers waiting for a backlog to drain.
+    committed: Notify,
     stopping: std::sync::atomic::AtomicBool,
     /// The checkpoint last recorded per shard: an idle round records nothing.
     recorded: Vec<std::sync::atomic::AtomicU64>,
@@ -241,6 +247,7 @@ impl<S: ChunkStore> PackedSink<S> {
             limits,
             retention,
             wake: Arc::new(Notify::new()),
+            committed: Notify::new(),
             stopping: Default::default(),
         });
         let committer = tokio::spawn(commit_loop(Arc::downgrade(&shared)));
@@ -261,6 +268,17 @@ impl<S: ChunkStore> PackedSink<S> {
             .iter()
             .map(|shard| lock(shard).sizes())
             .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    }
+
+    async fn wait_for_backlog(&self, shard: usize) {
+        loop {
+            let committed = self.shared.committed.notified();
+            if !lock(&self.shared.shards[shard]).backlogged(&self.shared.limits) {
+                return;
+            }
+            self.shared.wake.notify_one();
+            committed.await;
+        }
     }
 
     /// Writes every closed chunk now and advances the checkpoints (tests, shutdown).
@@ -307,7 +325,9 @@ async fn commit_loop<S: ChunkStore>(shared: std::sync::Weak<Shared<S>>) {
         for shard in &strong.shards {
             lock(shard).close_aged(&strong.limits, now);
         }
-        match commit_round(&strong).await {
+        let round = commit_round(&strong).await;
+        strong.committed.notify_waiters();
+        match round {
             Ok(()) => failures = 0,
             Err(error) => {
                 failures += 1;
@@ -349,16 +369,19 @@ impl<S: ChunkStore> EventSink for PackedSink<S> {
         let ticket = lock(&shards[shard]).reserve();
         match self.shared.store.append_log(shard, events.clone()).await {
             Ok(position) => {
-                let mut chunks = lock(&shards[shard]);
-                chunks.admit(
-                    Some(ticket),
-                    position,
-                    &events,
-                    &self.shared.limits,
-                    now_ms(),
-                );
-                if chunks.has_closed() {
-                    self.shared.wake.notify_one();
+                let backlogged = {
+                    let mut chunks = lock(&shards[shard]);
+                    let limits = &self.shared.limits;
+                    chunks.admit(Some(ticket), position, &events, limits, now_ms());
+                    if chunks.has_closed() {
+                        self.shared.wake.notify_one();
+                    }
+                    chunks.backlogged(limits)
+                };
+                if backlogged {
+                    // Durable already; the answer waits until the store has caught up (the
+                    // request's deadline still bounds it), so memory stays bounded.
+                    self.wait_for_backlog(shard).await;
                 }
                 Ok(())
             }
@@ -408,5 +431,5 @@ impl<S: ChunkStore> EventSink for PackedSink<S> {
 /// The id a chunk row gets when its events are `events` (for tests that build chunks).
 pub fn chunk_of(user_id: u64, events: Vec<PlaybackEvent>) -> ClosedChunk {
     let day = events.first().map_or(0, PlaybackEvent::day);
-    ClosedChunk::new(user_id, day, events, Vec::new(), CloseReason::Shutdown)
+    ClosedChunk::new(user_id, day, events, Vec::new(), 0, CloseReason::Shutdown)
 }

@@ -22,20 +22,10 @@ fn event_bytes(event: &PlaybackEvent) -> usize {
         + text(&event.app_version)
 }
 
-/// An event of a durable batch, by reference: an open chunk copies nothing until it closes.
-struct EventRef {
-    batch: Arc<Vec<PlaybackEvent>>,
-    index: u32,
-}
-
-impl EventRef {
-    fn get(&self) -> &PlaybackEvent {
-        &self.batch[self.index as usize]
-    }
-}
-
 struct OpenChunk {
-    events: Vec<EventRef>,
+    /// Copies: a reference into its batch would keep the whole batch in memory for as long as
+    /// any one of its events waits, past what `max_open_bytes` counts.
+    events: Vec<PlaybackEvent>,
     /// The log entry of each event, for the checkpoint.
     positions: Vec<LogPos>,
     opened_at_ms: i64,
@@ -92,6 +82,9 @@ pub struct ShardChunks {
     by_age: VecDeque<(i64, u64, i32)>,
     open_chunks: usize,
     open_bytes: usize,
+    /// Bytes of closed chunks not yet stored: writes wait while they pass the memory bound, so
+    /// a store slower than the writers slows the writers instead of filling memory.
+    closed_bytes: usize,
     /// Closed, not yet stored, in the order they closed; readable meanwhile.
     closed: Vec<Arc<ClosedChunk>>,
     /// Events of each log entry not yet in a stored chunk.
@@ -146,7 +139,7 @@ impl ShardChunks {
         }
         self.next_position = self.next_position.max(position + 1);
         *self.pending.entry(position).or_default() += events.len() as u32;
-        for (index, event) in events.iter().enumerate() {
+        for event in events.iter() {
             let day = event.day();
             let key = (event.user_id, day);
             if self.chunk_mut(key).is_none() {
@@ -167,10 +160,7 @@ impl ShardChunks {
             let bytes = event_bytes(event);
             self.open_bytes += bytes;
             let chunk = self.chunk_mut(key).expect("inserted above");
-            chunk.events.push(EventRef {
-                batch: events.clone(),
-                index: index as u32,
-            });
+            chunk.events.push(event.clone());
             chunk.positions.push(position);
             chunk.bytes += bytes;
             if chunk.events.len() >= limits.max_events {
@@ -240,16 +230,13 @@ impl ShardChunks {
         }
         self.open_chunks -= 1;
         self.open_bytes -= chunk.bytes;
-        let events = chunk
-            .events
-            .iter()
-            .map(|event| event.get().clone())
-            .collect();
+        self.closed_bytes += chunk.bytes;
         self.closed.push(Arc::new(ClosedChunk::new(
             key.0,
             key.1,
-            events,
+            chunk.events,
             chunk.positions,
+            chunk.bytes,
             reason,
         )));
     }
@@ -264,6 +251,11 @@ impl ShardChunks {
         !self.closed.is_empty()
     }
 
+    /// Whether closed chunks waiting for the store hold more than the memory bound.
+    pub fn backlogged(&self, limits: &ChunkLimits) -> bool {
+        self.closed_bytes > limits.max_open_bytes
+    }
+
     /// The store has these chunks now, the oldest of the closed ones (as [`ShardChunks::closed`]
     /// gave them): they leave memory, and their log entries are done.
     pub fn stored(&mut self, chunks: &[Arc<ClosedChunk>]) {
@@ -272,7 +264,9 @@ impl ShardChunks {
             .iter()
             .zip(chunks)
             .all(|(kept, done)| Arc::ptr_eq(kept, done)));
-        self.closed.drain(..stored);
+        for chunk in self.closed.drain(..stored) {
+            self.closed_bytes = self.closed_bytes.saturating_sub(chunk.bytes);
+        }
         for chunk in chunks {
             for &position in &chunk.positions {
                 if let Some(count) = self.pending.get_mut(&position) {
@@ -301,14 +295,7 @@ impl ShardChunks {
     pub fn events_of(&self, user_id: u64, from_ms: i64, to_ms: i64, out: &mut Vec<PlaybackEvent>) {
         let in_range = |event: &&PlaybackEvent| event.ts >= from_ms && event.ts <= to_ms;
         for (_, chunk) in self.open.get(&user_id).into_iter().flatten() {
-            out.extend(
-                chunk
-                    .events
-                    .iter()
-                    .map(EventRef::get)
-                    .filter(in_range)
-                    .cloned(),
-            );
+            out.extend(chunk.events.iter().filter(in_range).cloned());
         }
         for chunk in &self.closed {
             if chunk.user_id == user_id {
