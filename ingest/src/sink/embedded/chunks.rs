@@ -1,7 +1,7 @@
 //! The packed layout on the embedded store: the log is the store's fsync'd segments; closed
 //! chunks and the checkpoints live in a fjall keyspace (an LSM tree: `{data_dir}/chunks/`),
 //! chunks and checkpoint committed in one atomic batch, its journal fsync'd. fjall over redb,
-//! by measurement: see BENCHMARKS.md, "The chunk index".
+//! by measurement: see BENCHMARKS.md, "The chunk index: fjall or redb".
 //!
 //! Keys are big-endian so that byte order is key order: a chunk is
 //! `user_id | day | !last_ts | !chunk_id` (newest first within a partition, as Cassandra's
