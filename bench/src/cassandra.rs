@@ -17,6 +17,7 @@
 //! Target (docs/DESIGN.md): the service's rows/s >= latte's against the same node in the same run,
 //! "while doing HTTP, parsing and batching too": judged on `http`.
 
+mod chunk_sweep;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -90,6 +91,13 @@ pub struct Args {
     /// nodetool, for flush and compaction (needs the node started with CASSANDRA_JMX_PORT).
     #[arg(long, default_value = "engines/nodetool")]
     nodetool: PathBuf,
+    /// Also sweep the packed layout's chunk size: `playpulse serve` with `chunks.max_events` at
+    /// each of these (e.g. 1,10,100,1000), few viewers, chunks closing by size.
+    #[arg(long, value_delimiter = ',')]
+    chunk_sweep: Vec<usize>,
+    /// Viewers of the sweep's load (few: chunks of 1,000 events need 1,000 events a viewer).
+    #[arg(long, default_value_t = 1_000)]
+    sweep_viewers: u64,
     /// The latte workload.
     #[arg(long, default_value = "bench/latte/viewing_history.rn")]
     latte_workload: PathBuf,
@@ -276,8 +284,21 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let template_storage = measure_storage(&args, &keyspaces[0], pipeline_rows)?;
 
     let server_peak_rss = server.0.as_deref().and_then(report::peak_rss_of);
+    if !args.chunk_sweep.is_empty() {
+        println!(
+            "events per chunk (packed layout over HTTP, {} viewers):",
+            args.sweep_viewers
+        );
+    }
+    let sweep = chunk_sweep::run(&args, &bin, &run_id, &server, &args.chunk_sweep).await?;
     if !args.keep_keyspaces {
-        drop_keyspaces(&args, &keyspaces).await;
+        let mut dropped = keyspaces.clone();
+        dropped.extend(
+            args.chunk_sweep
+                .iter()
+                .map(|size| keyspace(&run_id, &format!("sweep_{size}"))),
+        );
+        drop_keyspaces(&args, &dropped).await;
     }
 
     let rate = |name: &str| {
@@ -377,6 +398,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 "pipeline_templates_bytes_per_event": template_storage.history_bytes_per_event,
                 "pipeline_templates_rows": template_storage.rows,
             },
+            "chunk_sweep": sweep.iter().map(chunk_sweep::SweepPoint::json).collect::<Vec<_>>(),
             "peak_rss_bytes": peak_rss,
             "service_peak_rss_bytes": service_peak_rss,
             "service_chunks_peak_rss_bytes": chunks_peak_rss,
@@ -417,14 +439,22 @@ fn median_round(rounds: &[Writer], name: &str) -> Option<Writer> {
 
 /// Creates `keyspace` with the sink's schema on the node.
 async fn apply_schema(args: &Args, keyspace: &str) -> anyhow::Result<()> {
+    schema_session(args, keyspace).await.map(|_| ())
+}
+
+/// Applies the schema to `keyspace` and returns the session that did.
+async fn schema_session(
+    args: &Args,
+    keyspace: &str,
+) -> anyhow::Result<std::sync::Arc<scylla::client::session::Session>> {
     let mut settings = Settings::load(None, std::iter::empty(), &Overrides::default())?;
     settings.cassandra.nodes = vec![args.node.clone()];
     settings.cassandra.keyspace = keyspace.to_owned();
     let config = CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)?;
-    cassandra::apply_schema(&config)
+    let (session, _) = cassandra::apply_schema(&config)
         .await
         .with_context(|| format!("cannot apply the schema on {}", args.node))?;
-    Ok(())
+    Ok(session)
 }
 
 /// The setting's word for a layout.

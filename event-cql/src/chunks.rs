@@ -6,7 +6,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::error::CassandraError;
-use crate::statements::u64_to_cql;
+use crate::statements::{prepare_idempotent, u64_to_cql};
 
 pub const CHUNKS_TABLE: &str = "viewing_chunks";
 pub const LOG_TABLE: &str = "event_log";
@@ -59,19 +59,7 @@ impl ChunkStatements {
         keyspace: &str,
     ) -> Result<ChunkStatements, CassandraError> {
         let prepare = |template: &'static str| {
-            let cql = template.replace("{ks}", keyspace);
-            async move {
-                match session.prepare(cql.as_str()).await {
-                    Ok(mut statement) => {
-                        statement.set_is_idempotent(true);
-                        Ok(statement)
-                    }
-                    Err(source) => Err(CassandraError::Prepare {
-                        cql,
-                        source: Box::new(source),
-                    }),
-                }
-            }
+            prepare_idempotent(session, template.replace("{ks}", keyspace))
         };
         Ok(ChunkStatements {
             insert_chunk: prepare(INSERT_CHUNK).await?,

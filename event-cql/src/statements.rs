@@ -93,21 +93,8 @@ impl Statements {
         keyspace: &str,
         ready_timeout: Duration,
     ) -> Result<Statements, CassandraError> {
-        let prepare = |template: &'static str| {
-            let cql = render(template, keyspace);
-            async move {
-                match session.prepare(cql.as_str()).await {
-                    Ok(mut statement) => {
-                        statement.set_is_idempotent(true);
-                        Ok(statement)
-                    }
-                    Err(source) => Err(CassandraError::Prepare {
-                        cql,
-                        source: Box::new(source),
-                    }),
-                }
-            }
-        };
+        let prepare =
+            |template: &'static str| prepare_idempotent(session, render(template, keyspace));
         let mut select_history = prepare(SELECT_HISTORY).await?;
         select_history.set_page_size(HISTORY_PAGE_ROWS);
         let mut ready = prepare(SELECT_READY).await?;
@@ -120,6 +107,24 @@ impl Statements {
             select_days: prepare(SELECT_DAYS).await?,
             ready,
         })
+    }
+}
+
+/// Prepares `cql`, marked idempotent: every PlayPulse statement is a plain upsert or a read,
+/// so the driver and the service may send it again after a timeout.
+pub async fn prepare_idempotent(
+    session: &Session,
+    cql: String,
+) -> Result<PreparedStatement, CassandraError> {
+    match session.prepare(cql.as_str()).await {
+        Ok(mut statement) => {
+            statement.set_is_idempotent(true);
+            Ok(statement)
+        }
+        Err(source) => Err(CassandraError::Prepare {
+            cql,
+            source: Box::new(source),
+        }),
     }
 }
 
