@@ -283,7 +283,7 @@ impl<S: ChunkStore> PackedSink<S> {
 
     /// Writes every closed chunk now and advances the checkpoints (tests, shutdown).
     pub async fn commit_now(&self) -> Result<(), SinkError> {
-        commit_round(&self.shared).await
+        commit_all(&self.shared).await
     }
 
     /// Closes the chunks past their age now (tests; the committer does it on its own).
@@ -328,7 +328,13 @@ async fn commit_loop<S: ChunkStore>(shared: std::sync::Weak<Shared<S>>) {
         let round = commit_round(&strong).await;
         strong.committed.notify_waiters();
         match round {
-            Ok(()) => failures = 0,
+            Ok(more) => {
+                failures = 0;
+                if more {
+                    // A backlog: the next round starts at once.
+                    strong.wake.notify_one();
+                }
+            }
             Err(error) => {
                 failures += 1;
                 tracing::warn!(%error, failures, "cannot store closed chunks; retrying (the log keeps them)");
@@ -337,13 +343,30 @@ async fn commit_loop<S: ChunkStore>(shared: std::sync::Weak<Shared<S>>) {
     }
 }
 
-async fn commit_round<S: ChunkStore>(shared: &Shared<S>) -> Result<(), SinkError> {
+/// Closed chunks one commit round stores per shard at most: a backlog drains in steps, each
+/// waking the writers that wait on it, instead of one round as long as the backlog.
+const ROUND_CHUNKS: usize = 2048;
+
+/// Stores every closed chunk, round after round (tests, shutdown).
+async fn commit_all<S: ChunkStore>(shared: &Shared<S>) -> Result<(), SinkError> {
+    while commit_round(shared).await? {
+        shared.committed.notify_waiters();
+    }
+    shared.committed.notify_waiters();
+    Ok(())
+}
+
+/// One round: up to [`ROUND_CHUNKS`] closed chunks of each shard, then its checkpoint. True
+/// when closed chunks are left for another round.
+async fn commit_round<S: ChunkStore>(shared: &Shared<S>) -> Result<bool, SinkError> {
     let _one_at_a_time = shared.committing.lock().await;
+    let mut more = false;
     for (index, shard) in shared.shards.iter().enumerate() {
         let (chunks, checkpoint) = {
             let chunks = lock(shard);
-            (chunks.closed(), chunks.checkpoint())
+            (chunks.oldest_closed(ROUND_CHUNKS), chunks.checkpoint())
         };
+        more |= chunks.len() == ROUND_CHUNKS;
         let recorded = &shared.recorded[index];
         if chunks.is_empty() {
             if recorded.load(std::sync::atomic::Ordering::Relaxed) != checkpoint {
@@ -358,7 +381,7 @@ async fn commit_round<S: ChunkStore>(shared: &Shared<S>) -> Result<(), SinkError
         recorded.store(checkpoint, std::sync::atomic::Ordering::Relaxed);
         lock(shard).stored(&chunks);
     }
-    Ok(())
+    Ok(more)
 }
 
 #[async_trait]
@@ -420,7 +443,7 @@ impl<S: ChunkStore> EventSink for PackedSink<S> {
         }
         // Twice: the second round records the checkpoint the first one's chunks allow.
         for _ in 0..2 {
-            if let Err(error) = commit_round(&self.shared).await {
+            if let Err(error) = commit_all(&self.shared).await {
                 tracing::warn!(%error, "cannot store the last chunks; the log replays them on start");
                 return;
             }

@@ -243,8 +243,14 @@ impl ShardChunks {
 
     /// The closed chunks waiting for the store, oldest first (shared: they stay readable until
     /// stored).
+    #[cfg(test)]
     pub fn closed(&self) -> Vec<Arc<ClosedChunk>> {
         self.closed.clone()
+    }
+
+    /// The `count` oldest closed chunks (all of them when fewer).
+    pub fn oldest_closed(&self, count: usize) -> Vec<Arc<ClosedChunk>> {
+        self.closed[..count.min(self.closed.len())].to_vec()
     }
 
     pub fn has_closed(&self) -> bool {
