@@ -8,11 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use ingest::sink::HistoryQuery;
 use ingest::telemetry::Metrics;
-use playpulse::{Overrides, Settings};
 use serde_json::json;
 use uuid::Uuid;
 use wire::{CountryCode, EventKind, PlaybackEvent};
@@ -91,16 +89,8 @@ fn batch(rng: &mut Rng, size: usize, viewers: u64, now: i64) -> Vec<PlaybackEven
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
-    let temporary = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temporary.path().to_owned());
-    let overrides = Overrides {
-        listen: None,
-        data_dir: Some(data_dir.clone()),
-    };
-    let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    let (_temporary, data_dir, settings) =
+        crate::pipeline::run_settings(args.data_dir.as_deref(), args.config.as_deref())?;
     let layout = match settings.sink.kind {
         ingest::config::SinkKind::Embedded => settings.embedded.layout,
         ingest::config::SinkKind::Cassandra => settings.cassandra.layout,

@@ -2,7 +2,7 @@
 //! (admission, simd-json parse, validation, sharded batching, fsync'd embedded write,
 //! acknowledgement), driven by concurrent in-process clients, without HTTP framing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,17 +42,25 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+/// The settings of an in-process run: `config` over the defaults, PLAYPULSE_* variables, the
+/// data in `data_dir` or else in a temporary directory that lives as long as the returned guard.
+pub fn run_settings(
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf, Settings)> {
     let temporary = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temporary.path().to_owned());
+    let data_dir = data_dir.map_or_else(|| temporary.path().to_owned(), Path::to_owned);
     let overrides = Overrides {
         listen: None,
         data_dir: Some(data_dir.clone()),
     };
-    let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    let settings = Settings::load(config, std::env::vars(), &overrides)?;
+    Ok((temporary, data_dir, settings))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let (_temporary, data_dir, settings) =
+        run_settings(args.data_dir.as_deref(), args.config.as_deref())?;
     let service = playpulse::Service::start(&settings).await?;
 
     let templates = templates(args.batch, args.viewers);

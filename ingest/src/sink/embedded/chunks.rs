@@ -95,8 +95,11 @@ impl EmbeddedChunks {
         let mut deleted = 0;
         for entry in self.expiry.range(..end.to_vec()) {
             let (key, _) = entry.map_err(db_error)?;
+            let chunk = key
+                .get(8..)
+                .ok_or_else(|| failed("a malformed expiry key"))?;
+            batch.remove(&self.chunks, chunk.to_vec());
             batch.remove(&self.expiry, key.to_vec());
-            batch.remove(&self.chunks, key[8..].to_vec());
             deleted += 1;
         }
         batch.commit().map_err(db_error)?;

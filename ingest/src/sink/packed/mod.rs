@@ -450,9 +450,3 @@ impl<S: ChunkStore> EventSink for PackedSink<S> {
         }
     }
 }
-
-/// The id a chunk row gets when its events are `events` (for tests that build chunks).
-pub fn chunk_of(user_id: u64, events: Vec<PlaybackEvent>) -> ClosedChunk {
-    let day = events.first().map_or(0, PlaybackEvent::day);
-    ClosedChunk::new(user_id, day, events, Vec::new(), 0, CloseReason::Shutdown)
-}
