@@ -60,12 +60,3 @@ pub fn newest_first_unique(mut events: Vec<PlaybackEvent>, limit: usize) -> Vec<
     events.truncate(limit);
     events
 }
-
-/// How many distinct `event_id`s `events` holds.
-pub fn distinct_events(events: &[PlaybackEvent]) -> usize {
-    events
-        .iter()
-        .map(|event| event.event_id)
-        .collect::<std::collections::HashSet<_>>()
-        .len()
-}

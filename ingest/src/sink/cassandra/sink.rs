@@ -18,7 +18,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use wire::{PlaybackEvent, MS_PER_DAY};
 
 use super::service::{CassandraService, RequestStats};
-use crate::sink::{distinct_events, newest_first_unique, EventSink, HistoryQuery, SinkError};
+use crate::sink::{newest_first_unique, EventSink, HistoryQuery, SinkError};
 use crate::telemetry::Metrics;
 
 /// Playback events in Cassandra's `viewing_history` table (see `cassandra.md`).
@@ -261,25 +261,29 @@ impl CassandraSink {
             )
             .await?;
         let mut events = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         // Days come newest first and a day's rows too, so the first rows read are the newest:
         // stop reading as soon as they hold `limit` distinct events. The same `event_id` at
         // another `ts` is another row, so a day with such copies is read again, further.
         for day in days {
-            let mut take = query.limit - distinct_events(&events);
-            loop {
+            let mut take = query.limit - seen.len();
+            let rows = loop {
                 let mut rows = Vec::new();
                 self.read_day(&query, day, take, &mut rows).await?;
-                let exhausted = rows.len() < take;
-                let mut merged = events.clone();
-                merged.extend(rows);
-                let distinct = distinct_events(&merged);
-                if exhausted || distinct >= query.limit {
-                    events = merged;
-                    break;
+                let fresh = rows
+                    .iter()
+                    .map(|event| event.event_id)
+                    .filter(|id| !seen.contains(id))
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+                if rows.len() < take || seen.len() + fresh >= query.limit {
+                    break rows;
                 }
-                take += query.limit - distinct;
-            }
-            if distinct_events(&events) >= query.limit {
+                take += query.limit - seen.len() - fresh;
+            };
+            seen.extend(rows.iter().map(|event| event.event_id));
+            events.extend(rows);
+            if seen.len() >= query.limit {
                 break;
             }
         }
