@@ -61,6 +61,15 @@ pub struct ServerSettings {
     pub max_events_per_request: NonZeroUsize,
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Connections served at once; past it a new one gets a 503 and is closed.
+    pub max_connections: NonZeroUsize,
+    /// A request head must arrive whole within this long of its connection becoming idle (so
+    /// idle keep-alive connections close after it too).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this long of its head.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,10 +4,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::server::{self, fit_connections, ConnectionLimits};
 use crate::service::Service;
 use crate::settings::Settings;
 
@@ -47,9 +49,9 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` resolves; then readiness turns false, requests in flight finish,
-    /// batchers write what they hold, side paths flush, and this returns, all within
-    /// `server.shutdown_timeout`.
+    /// Serves until `shutdown` resolves; then readiness turns false, requests in flight finish
+    /// (connections still open after the grace are dropped), batchers write what they hold,
+    /// side paths flush, and this returns, all within `server.shutdown_timeout`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -59,37 +61,36 @@ impl Application {
             service,
             settings,
         } = self;
+        let server_settings = &settings.server;
         let ready = service.state.ready.clone();
         let addr = listener.local_addr()?;
         let router = service.router();
+        let limits = ConnectionLimits {
+            max_connections: fit_connections(server_settings.max_connections.get()),
+            header_timeout: server_settings.header_timeout,
+        };
         ready.store(true, Ordering::Release);
-        tracing::info!(%addr, sink = ?settings.sink.kind, side_paths = ?service.side_paths(), "serving");
+        tracing::info!(%addr, sink = ?settings.sink.kind, side_paths = ?service.side_paths(), max_connections = limits.max_connections, "serving");
 
-        let (drain_started, drain_signal) = tokio::sync::oneshot::channel::<()>();
+        let timeout = server_settings.shutdown_timeout;
+        // Requests in flight get up to their own timeout to be answered; the rest of the
+        // shutdown timeout is the drain's, which always runs.
+        let grace = (server_settings.request_timeout + Duration::from_secs(1)).min(timeout / 2);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<Instant>();
         let ready_flag = ready.clone();
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let stop = async move {
             shutdown.await;
             ready_flag.store(false, Ordering::Release);
-            tracing::info!("shutting down: draining requests in flight");
-            let _ = drain_started.send(());
-        });
-        let server = tokio::spawn(async move { serve.await });
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stopping_tx.send(Instant::now());
+        };
+        server::serve(listener, router, limits, stop, grace).await;
+        let stop_started = stopping_rx.await.unwrap_or_else(|_| Instant::now());
 
-        // The drain is bounded from the moment the signal arrives.
-        let _ = drain_signal.await;
-        let timeout = settings.server.shutdown_timeout;
-        let drained = tokio::time::timeout(timeout, async {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, "server error"),
-                Err(error) => tracing::error!(%error, "server task failed"),
-            }
-            // The router (and with it every pipeline handle) is gone: batchers flush and stop,
-            // then the platform and the side paths.
-            service.drain().await;
-        })
-        .await;
-        match drained {
+        // The router (and with it every pipeline handle) is gone: batchers flush and stop,
+        // then the platform and the side paths.
+        let left = timeout.saturating_sub(stop_started.elapsed());
+        match tokio::time::timeout(left, service.drain()).await {
             Ok(()) => tracing::info!("drained; bye"),
             Err(_) => tracing::warn!(?timeout, "shutdown timed out with work in flight"),
         }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod logging;
+pub mod server;
 pub mod service;
 pub mod settings;
 pub mod side_paths;

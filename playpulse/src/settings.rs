@@ -171,6 +171,14 @@ impl Settings {
                 "must be more than 0",
             ));
         }
+        for (setting, value) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(setting, "must be more than 0"));
+            }
+        }
         if self.server.max_body_bytes.get() > self.pipeline.max_in_flight_bytes.get() {
             return Err(ConfigError::invalid(
                 "pipeline.max_in_flight_bytes",

@@ -17,7 +17,7 @@ pub use country::CountryCode;
 pub use event::{PlaybackEvent, SmolStr, WireEvent};
 pub use kind::EventKind;
 pub use raw::{Element, ElementCount, ElementSeed, ElementsSeed, RawEvent, Scalar, Shape};
-pub use validate::{validate, validate_read, EventError, ValidationContext};
+pub use validate::{echo, validate, validate_read, EventError, ValidationContext};
 
 /// Milliseconds in a day: a viewing-history partition is `(user_id, ts / MS_PER_DAY)`.
 pub const MS_PER_DAY: i64 = 86_400_000;

@@ -36,6 +36,10 @@ pub enum EventError {
     /// A field appears twice in the same object.
     #[error("field `{0}` appears more than once")]
     DuplicateField(&'static str),
+    /// Valid JSON holding a value that cannot be read faithfully (a number beyond 64 bits, a
+    /// lone surrogate escape, nesting past the limit); the text says which field.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl EventError {
@@ -49,6 +53,7 @@ impl EventError {
             EventError::TooLong { .. } => "too_long",
             EventError::TooLarge { .. } => "too_large",
             EventError::DuplicateField(_) => "duplicate_field",
+            EventError::Unreadable(_) => "unreadable_value",
         }
     }
 }
@@ -201,7 +206,10 @@ fn uuid(field: &'static str, value: &Scalar<'_>) -> Result<Uuid, EventError> {
     let text = text(field, value)?;
     let id = Uuid::try_parse(text).map_err(|_| EventError::Invalid {
         field,
-        rule: format!("must be a UUID like 1b4e28ba-2fa1-11d2-883f-0016d3cca427, got {text:?}"),
+        rule: format!(
+            "must be a UUID like 1b4e28ba-2fa1-11d2-883f-0016d3cca427, got {}",
+            echo(text)
+        ),
     })?;
     if id.is_nil() {
         return Err(EventError::Invalid {
@@ -239,13 +247,26 @@ fn epoch_ms(field: &'static str, value: &Scalar<'_>) -> Result<i64, EventError> 
     })
 }
 
+/// Client text quoted in a reason, at most [`MAX_ECHO_CHARS`] characters of it: an answer must
+/// not grow with what a client sends.
+pub fn echo(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}...", &text[..cut]),
+    }
+}
+
+/// How much of a bad value a rejection quotes.
+pub const MAX_ECHO_CHARS: usize = 40;
+
 fn event_kind(value: &Scalar<'_>) -> Result<EventKind, EventError> {
     let name = text("kind", value)?;
     EventKind::parse(name).ok_or_else(|| EventError::Invalid {
         field: "kind",
         rule: format!(
             "must be one of start, heartbeat, pause, resume, seek, buffer_start, buffer_end, \
-             bitrate_change, error, stop, complete; got {name:?}"
+             bitrate_change, error, stop, complete; got {}",
+            echo(name)
         ),
     })
 }
@@ -269,6 +290,9 @@ fn country(value: &Scalar<'_>) -> Result<CountryCode, EventError> {
     let code = text("country", value)?;
     CountryCode::parse(code).ok_or_else(|| EventError::Invalid {
         field: "country",
-        rule: format!("must be an ISO 3166-1 alpha-2 code such as \"US\", got {code:?}"),
+        rule: format!(
+            "must be an ISO 3166-1 alpha-2 code such as \"US\", got {}",
+            echo(code)
+        ),
     })
 }

@@ -57,40 +57,72 @@ impl BodyEncoding {
     }
 }
 
+/// Bytes inflated between two calls of `reserve`.
+const INFLATE_STEP: usize = 256 << 10;
+
 /// Decompresses a body into a buffer of at most `limit` bytes. A body that would inflate past
-/// the limit is refused after `limit + 1` bytes, never inflated whole.
-pub fn decompress(
+/// the limit is refused after `limit + 1` bytes, never inflated whole. Before each step of
+/// inflation `reserve(n)` is asked for room for `n` inflated bytes in all (the caller's memory
+/// budget); its refusal stops the decompression.
+pub fn decompress<E: From<CodecError>>(
     body: &[u8],
     encoding: BodyEncoding,
     limit: usize,
-) -> Result<Vec<u8>, CodecError> {
+    reserve: impl FnMut(usize) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
     match encoding {
         BodyEncoding::Identity => {
             if body.len() > limit {
-                return Err(CodecError::BodyTooLarge { limit });
+                return Err(CodecError::BodyTooLarge { limit }.into());
             }
             Ok(body.to_vec())
         }
-        BodyEncoding::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(body), limit, "gzip"),
+        BodyEncoding::Gzip => read_bounded(
+            flate2::read::MultiGzDecoder::new(body),
+            limit,
+            "gzip",
+            reserve,
+        ),
         BodyEncoding::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(|error| {
-                CodecError::Malformed(format!("body is not valid zstd: {error}"))
-            })?;
-            read_bounded(decoder, limit, "zstd")
+            let decoder = zstd::stream::read::Decoder::with_buffer(body)
+                .map_err(|_| CodecError::Malformed("body is not valid zstd".to_owned()))?;
+            read_bounded(decoder, limit, "zstd", reserve)
         }
     }
 }
 
-fn read_bounded(reader: impl Read, limit: usize, name: &str) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(limit.min(1 << 20));
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|error| CodecError::Malformed(format!("body is not valid {name}: {error}")))?;
-    if out.len() > limit {
-        return Err(CodecError::BodyTooLarge { limit });
+fn read_bounded<E: From<CodecError>>(
+    mut reader: impl Read,
+    limit: usize,
+    name: &str,
+    mut reserve: impl FnMut(usize) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut out = Vec::new();
+    loop {
+        let step = INFLATE_STEP.min(limit + 1 - out.len());
+        reserve(out.len() + step)?;
+        out.reserve(step);
+        let read = (&mut reader)
+            .take(step as u64)
+            .read_to_end(&mut out)
+            .map_err(|error| {
+                CodecError::Malformed(format!("body is not valid {name}: {}", io_reason(&error)))
+            })?;
+        if out.len() > limit {
+            return Err(CodecError::BodyTooLarge { limit }.into());
+        }
+        if read < step {
+            return Ok(out);
+        }
     }
-    Ok(out)
+}
+
+/// The kind of a decoder's failure, without its internals.
+fn io_reason(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::UnexpectedEof => "it ends early",
+        _ => "corrupt data",
+    }
 }
 
 #[cfg(test)]
@@ -141,10 +173,13 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&plain).unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(decompress(&gz, BodyEncoding::Gzip, 1 << 20).unwrap(), plain);
+        assert_eq!(
+            decompress(&gz, BodyEncoding::Gzip, 1 << 20, unbounded).unwrap(),
+            plain
+        );
         let zst = zstd::bulk::compress(&plain, 1).unwrap();
         assert_eq!(
-            decompress(&zst, BodyEncoding::Zstd, 1 << 20).unwrap(),
+            decompress(&zst, BodyEncoding::Zstd, 1 << 20, unbounded).unwrap(),
             plain
         );
     }
@@ -154,19 +189,51 @@ mod tests {
         let bomb = zstd::bulk::compress(&vec![b' '; 64 << 20], 3).unwrap();
         assert!(bomb.len() < 64 << 10);
         assert_eq!(
-            decompress(&bomb, BodyEncoding::Zstd, 1 << 20),
+            decompress(&bomb, BodyEncoding::Zstd, 1 << 20, unbounded),
             Err(CodecError::BodyTooLarge { limit: 1 << 20 })
         );
     }
 
     #[test]
+    fn inflation_asks_for_room_before_it_produces_bytes_and_stops_when_refused() {
+        let plain = vec![b'x'; 3 << 20];
+        let zst = zstd::bulk::compress(&plain, 1).unwrap();
+        let mut asked = Vec::new();
+        let out = decompress(&zst, BodyEncoding::Zstd, 8 << 20, |bytes| {
+            asked.push(bytes);
+            Ok::<(), CodecError>(())
+        })
+        .unwrap();
+        assert_eq!(out.len(), plain.len());
+        assert!(asked.windows(2).all(|pair| pair[0] < pair[1]), "{asked:?}");
+        assert!(*asked.last().unwrap() >= plain.len());
+
+        let budget = 1 << 20;
+        let refused = decompress(&zst, BodyEncoding::Zstd, 8 << 20, |bytes| {
+            if bytes > budget {
+                Err(CodecError::Malformed("over budget".to_owned()))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(
+            refused,
+            Err(CodecError::Malformed("over budget".to_owned()))
+        );
+    }
+
+    fn unbounded(_: usize) -> Result<(), CodecError> {
+        Ok(())
+    }
+
+    #[test]
     fn corrupt_compression_is_malformed() {
         assert!(matches!(
-            decompress(b"not gzip", BodyEncoding::Gzip, 100),
+            decompress(b"not gzip", BodyEncoding::Gzip, 100, unbounded),
             Err(CodecError::Malformed(_))
         ));
         assert!(matches!(
-            decompress(b"not zstd", BodyEncoding::Zstd, 100),
+            decompress(b"not zstd", BodyEncoding::Zstd, 100, unbounded),
             Err(CodecError::Malformed(_))
         ));
     }

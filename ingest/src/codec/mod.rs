@@ -3,6 +3,7 @@
 
 mod body;
 mod parse;
+mod scan;
 
 pub use body::{decompress, BodyEncoding, BodyFormat};
 pub use parse::{decode_events, Decoded, Rejection};

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive whole within `server.body_timeout` (408).
+    #[error("the request body did not arrive in time (server.body_timeout)")]
+    BodyTimeout,
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::Codec(CodecError::Malformed(_))
             | ApiError::BadRequest(_)
             | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Pipeline(
                 PipelineError::Overloaded
                 | PipelineError::TimedOut

@@ -11,6 +11,7 @@ use wire::ValidationContext;
 
 use super::{ApiError, AppState};
 use crate::codec::{self, BodyEncoding, BodyFormat, CodecError, Decoded};
+use crate::pipeline::AdmissionPermit;
 
 /// Bodies at least this large are decoded on the blocking pool: async code must not hold a
 /// worker thread for more than about half a millisecond.
@@ -65,8 +66,24 @@ async fn ingest(
     let format = BodyFormat::from_content_type(header_text(headers, header::CONTENT_TYPE)?)?;
     let encoding =
         BodyEncoding::from_content_encoding(header_text(headers, header::CONTENT_ENCODING)?)?;
-    let raw = read_body(body, state.server.max_body_bytes.get()).await?;
-    ingest_body(state, format, encoding, raw, started).await
+    let limit = state.server.max_body_bytes.get();
+    let declared = declared_length(headers)?;
+    if declared.is_some_and(|length| length > limit) {
+        return Err(CodecError::BodyTooLarge { limit }.into());
+    }
+    // The body's bytes take room from the admission budget as they arrive, so that slow or
+    // large uploads cannot hold more memory than the budget allows.
+    let mut permit = state.pipeline.empty_permit();
+    let raw = read_body(
+        body,
+        limit,
+        declared,
+        &mut permit,
+        started + state.server.body_timeout,
+        started + state.server.request_timeout,
+    )
+    .await?;
+    ingest_body_with(state, format, encoding, raw, started, permit).await
 }
 
 /// Everything after the body is read: decompress, admit, parse and validate, write, acknowledge.
@@ -77,16 +94,47 @@ pub async fn ingest_body(
     raw: bytes::Bytes,
     started: Instant,
 ) -> Result<Ack, ApiError> {
+    let permit = state
+        .pipeline
+        .admit(raw.len(), started + state.server.request_timeout)
+        .await?;
+    ingest_body_with(state, format, encoding, raw, started, permit).await
+}
+
+async fn ingest_body_with(
+    state: &AppState,
+    format: BodyFormat,
+    encoding: BodyEncoding,
+    raw: bytes::Bytes,
+    started: Instant,
+    mut permit: AdmissionPermit,
+) -> Result<Ack, ApiError> {
     let server = &state.server;
     let deadline = started + server.request_timeout;
     let limit = server.max_body_bytes.get();
     let plain = match encoding {
         BodyEncoding::Identity => Vec::from(raw),
-        _ => off_the_runtime(raw.len(), move || codec::decompress(&raw, encoding, limit)).await??,
+        _ => {
+            // Inflated bytes count too, before they are produced (a small body can inflate to
+            // the limit): decompression reserves room as it goes, on the blocking pool.
+            let runtime = tokio::runtime::Handle::current();
+            let compressed = raw.len();
+            let (plain, returned) = tokio::task::spawn_blocking(move || {
+                let plain = codec::decompress(&raw, encoding, limit, |inflated| {
+                    permit
+                        .grow_to_blocking(&runtime, compressed + inflated, deadline)
+                        .map_err(ApiError::from)
+                });
+                (plain, permit)
+            })
+            .await
+            .map_err(|error| ApiError::Internal(format!("decompression task failed: {error}")))?;
+            permit = returned;
+            plain?
+        }
     };
+    permit.grow_to(plain.len(), deadline).await?;
 
-    // Room is taken before parsing: under overload, shed before spending CPU on the body.
-    let permit = state.pipeline.admit(plain.len(), deadline).await?;
     let ctx = ValidationContext {
         received_at: crate::now_ms(),
         max_future_ms: server.max_clock_skew.as_millis().min(i64::MAX as u128) as i64,
@@ -117,17 +165,53 @@ pub async fn ingest_body(
     })
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::Codec(CodecError::BodyTooLarge { limit })
-        } else {
-            ApiError::BodyRead(error.to_string())
+/// The Content-Length header, when the client sent one.
+fn declared_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+    header_text(headers, header::CONTENT_LENGTH)?
+        .map(|text| {
+            text.trim()
+                .parse::<usize>()
+                .map_err(|_| ApiError::BadRequest("header content-length is not a number".into()))
+        })
+        .transpose()
+}
+
+/// Reads the body frame by frame, each frame's bytes admitted before the next is read; refuses
+/// it as soon as it passes `limit` bytes, and when it has not all arrived by `body_deadline`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    permit: &mut AdmissionPermit,
+    body_deadline: Instant,
+    admission_deadline: Instant,
+) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+
+    let mut body = body;
+    let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    loop {
+        let frame = match tokio::time::timeout_at(body_deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(ApiError::BodyRead(error.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buffer.len() + data.len() > limit {
+            return Err(CodecError::BodyTooLarge { limit }.into());
         }
-    })
+        permit
+            .grow_to(
+                buffer.len() + data.len(),
+                admission_deadline.min(body_deadline),
+            )
+            .await?;
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
 }
 
 /// Runs CPU work inline when small, on the blocking pool when large.

@@ -20,9 +20,12 @@ pub struct Admission {
     metrics: Arc<Metrics>,
 }
 
-/// Room held by one request; released on drop.
+/// Room held by one request; released on drop. It can grow as the request's body is read and
+/// decompressed, so bytes count against the budget from the moment they are held.
 pub struct AdmissionPermit {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    budget: Arc<Semaphore>,
+    max_units: u32,
     bytes: usize,
     metrics: Arc<Metrics>,
 }
@@ -49,18 +52,75 @@ impl Admission {
         bytes: usize,
         deadline: Instant,
     ) -> Result<AdmissionPermit, PipelineError> {
-        let units = (bytes.div_ceil(UNIT)).clamp(1, self.max_units as usize) as u32;
-        let permit =
-            tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(units))
-                .await
-                .map_err(|_| PipelineError::Overloaded)?
-                .map_err(|_| PipelineError::ShuttingDown)?;
-        self.metrics.in_flight_bytes_add(bytes as i64);
-        Ok(AdmissionPermit {
-            _permit: permit,
-            bytes,
+        let mut permit = self.empty();
+        permit.grow_to(bytes.max(1), deadline).await?;
+        Ok(permit)
+    }
+
+    /// A permit holding nothing yet, to [`AdmissionPermit::grow_to`] as a body arrives.
+    pub fn empty(&self) -> AdmissionPermit {
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(0)
+            .expect("zero permits are always available");
+        AdmissionPermit {
+            permit,
+            budget: self.budget.clone(),
+            max_units: self.max_units,
+            bytes: 0,
             metrics: self.metrics.clone(),
-        })
+        }
+    }
+}
+
+impl AdmissionPermit {
+    /// Holds room for `bytes` in all, waiting at most until `deadline` for the difference. A
+    /// request larger than the whole budget takes all of it rather than never fitting.
+    pub async fn grow_to(&mut self, bytes: usize, deadline: Instant) -> Result<(), PipelineError> {
+        let missing = self.missing_units(bytes);
+        if missing > 0 {
+            let more =
+                tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(missing))
+                    .await
+                    .map_err(|_| PipelineError::Overloaded)?
+                    .map_err(|_| PipelineError::ShuttingDown)?;
+            self.permit.merge(more);
+        }
+        self.count(bytes);
+        Ok(())
+    }
+
+    /// [`AdmissionPermit::grow_to`] from a thread of the blocking pool (decompression).
+    pub fn grow_to_blocking(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<(), PipelineError> {
+        if self.missing_units(bytes) == 0 {
+            self.count(bytes);
+            return Ok(());
+        }
+        runtime.block_on(self.grow_to(bytes, deadline))
+    }
+
+    /// Bytes this permit holds room for.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn missing_units(&self, bytes: usize) -> u32 {
+        let wanted = bytes.div_ceil(UNIT).min(self.max_units as usize) as u32;
+        wanted.saturating_sub(self.permit.num_permits() as u32)
+    }
+
+    fn count(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.metrics
+                .in_flight_bytes_add((bytes - self.bytes) as i64);
+            self.bytes = bytes;
+        }
     }
 }
 
@@ -81,6 +141,22 @@ mod tests {
         ));
         drop(held);
         assert!(admission.acquire(4 * UNIT, soon()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_growing_permit_counts_against_the_budget_and_frees_it_all_on_drop() {
+        let admission = Admission::new(10 * UNIT, Arc::new(Metrics::default()));
+        let soon = || Instant::now() + Duration::from_millis(50);
+        let mut growing = admission.empty();
+        growing.grow_to(3 * UNIT, soon()).await.unwrap();
+        growing.grow_to(6 * UNIT, soon()).await.unwrap();
+        assert_eq!(growing.bytes(), 6 * UNIT);
+        assert!(matches!(
+            admission.acquire(5 * UNIT, soon()).await,
+            Err(PipelineError::Overloaded)
+        ));
+        drop(growing);
+        assert!(admission.acquire(10 * UNIT, soon()).await.is_ok());
     }
 
     #[tokio::test]

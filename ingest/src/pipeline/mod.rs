@@ -115,6 +115,11 @@ impl Pipeline {
         self.admission.acquire(bytes, deadline).await
     }
 
+    /// Room that grows as a request body is read ([`AdmissionPermit::grow_to`]).
+    pub fn empty_permit(&self) -> AdmissionPermit {
+        self.admission.empty()
+    }
+
     /// Routes events to their shards and waits until all are durable (or the deadline passes).
     /// Call with an [`AdmissionPermit`] held.
     pub async fn write(
