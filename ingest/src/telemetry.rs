@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Reasons an event is rejected, as metric labels (see `wire::EventError::reason_code`).
-const REJECT_REASONS: [&str; 7] = [
+const REJECT_REASONS: [&str; 9] = [
     "not_an_object",
     "missing_field",
     "wrong_type",
@@ -18,10 +18,14 @@ const REJECT_REASONS: [&str; 7] = [
     "too_long",
     "too_large",
     "duplicate_field",
+    "unreadable_value",
+    "playback_token",
 ];
 
 /// HTTP statuses the API answers with, as metric labels; anything else counts as "other".
-const STATUSES: [u16; 9] = [200, 201, 400, 404, 405, 413, 415, 500, 503];
+const STATUSES: [u16; 14] = [
+    200, 201, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 503, 504,
+];
 
 /// A histogram with fixed upper bounds.
 pub struct Histogram {

@@ -4,6 +4,7 @@
 //! `main.rs`.
 
 pub mod app;
+pub mod edge;
 pub mod logging;
 pub mod server;
 pub mod service;

@@ -18,7 +18,11 @@ use ingest::sink::EventSink;
 use ingest::telemetry::Metrics;
 use platform::Platform;
 
+use crate::edge::{self, BodyLimits};
 use crate::settings::Settings;
+
+/// A command (user, plan, subscription) is a small JSON object.
+const COMMAND_BODY_MAX_BYTES: usize = 64 << 10;
 use crate::side_paths::SidePaths;
 
 /// Builds the sink the settings name; `metrics` counts what the sink does (retries).
@@ -150,13 +154,21 @@ impl Service {
         })
     }
 
-    /// The service's routes: ingest's, and the platform's when it runs.
+    /// The service's routes: ingest's, and the platform's when it runs (their bodies read
+    /// whole, bounded), behind the edge's layers.
     pub fn router(&self) -> axum::Router {
         let router = http::router(self.state.clone());
-        match &self.platform {
-            Some(platform) => router.merge(platform.router()),
+        let router = match &self.platform {
+            Some(platform) => {
+                let limits = BodyLimits {
+                    max_bytes: COMMAND_BODY_MAX_BYTES,
+                    timeout: self.state.server.body_timeout,
+                };
+                router.merge(edge::bounded_bodies(platform.router(), limits))
+            }
             None => router,
-        }
+        };
+        edge::wrap(router)
     }
 
     /// The side paths' names, in the order they run.

@@ -9,6 +9,7 @@ mod events;
 mod health;
 mod helpers;
 mod history;
+mod hostile;
 mod platform;
 mod redis_invalidation;
 mod shutdown;
