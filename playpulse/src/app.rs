@@ -64,7 +64,7 @@ impl Application {
         let server_settings = &settings.server;
         let ready = service.state.ready.clone();
         let addr = listener.local_addr()?;
-        let router = service.router();
+        let router = service.router()?;
         let limits = ConnectionLimits {
             max_connections: fit_connections(server_settings.max_connections.get()),
             header_timeout: server_settings.header_timeout,

@@ -3,6 +3,7 @@
 //! order), and the [`Application`] that serves it until stopped. The binary `playpulse` is
 //! `main.rs`.
 
+pub mod access;
 pub mod app;
 pub mod edge;
 pub mod logging;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use event_cql::{CassandraConfig, SchemaParams};
+use platform::keys::Role;
 use playpulse::logging::init_logging;
 use playpulse::{Application, Overrides, Settings};
 
@@ -34,12 +35,40 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// API keys in the command store: create (printed once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// A configuration profile (TOML), layered over config/default.toml.
+        #[arg(long, env = "PLAYPULSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Directory of the embedded store (holds the SQLite command store) [default: ./data].
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// The Cassandra schema (event-cql/schema.cql) for the settings' keyspace, replication and
     /// retention.
     Schema {
         #[command(subcommand)]
         action: SchemaAction,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key; it is printed once, on stdout, and only its hash is kept.
+    Create {
+        /// ingest (post events), read (history, profiles, recommendations) or admin (all).
+        #[arg(long)]
+        role: Role,
+        /// A name to list and revoke it by.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke the active key of this name.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +91,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Schema { action } => schema(action),
+        Command::Keys {
+            action,
+            config,
+            data_dir,
+        } => keys(action, config, data_dir),
         Command::Serve {
             config,
             listen,
@@ -98,6 +132,74 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `playpulse keys create|list|revoke`.
+fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    let overrides = Overrides {
+        listen: None,
+        data_dir,
+    };
+    let settings = match Settings::load(config.as_deref(), std::env::vars(), &overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("playpulse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("playpulse: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let keys = platform::open_api_keys(&settings.platform()).await?;
+        match action {
+            KeysAction::Create { role, name } => {
+                let (plaintext, key) = keys.create(role, &name).await?;
+                eprintln!(
+                    "created key `{}` (role {}, id {}); this is the only time it is shown:",
+                    key.name, key.role, key.id
+                );
+                println!("{plaintext}");
+            }
+            KeysAction::List => {
+                println!(
+                    "{:<6} {:<24} {:<7} {:<9} {:<25} revoked_at",
+                    "id", "name", "role", "prefix", "created_at"
+                );
+                for key in keys.list().await? {
+                    println!(
+                        "{:<6} {:<24} {:<7} {:<9} {:<25} {}",
+                        key.id,
+                        key.name,
+                        key.role,
+                        key.prefix,
+                        platform::domain::rfc3339(key.created_at),
+                        key.revoked_at
+                            .map_or_else(|| "-".to_owned(), platform::domain::rfc3339)
+                    );
+                }
+            }
+            KeysAction::Revoke { name } => match keys.revoke(&name).await? {
+                Some(key) => println!("revoked key `{}` (role {})", key.name, key.role),
+                None => anyhow::bail!("no active key is named `{name}`"),
+            },
+        }
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("playpulse: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -16,8 +16,11 @@ use ingest::sink::embedded::{open_packed, EmbeddedSink, StoreOptions};
 use ingest::sink::packed::PackedSink;
 use ingest::sink::EventSink;
 use ingest::telemetry::Metrics;
+use platform::keys::ApiKeys;
 use platform::Platform;
 
+use crate::access::limits::RateLimitSettings;
+use crate::access::{self, CorsSettings};
 use crate::edge::{self, BodyLimits};
 use crate::settings::Settings;
 
@@ -106,6 +109,10 @@ pub struct Service {
     workers: PipelineWorkers,
     side_paths: SidePaths,
     platform: Option<Platform>,
+    /// The API keys, when `auth.enabled`.
+    keys: Option<ApiKeys>,
+    rate_limits: RateLimitSettings,
+    cors: CorsSettings,
 }
 
 impl Service {
@@ -124,6 +131,16 @@ impl Service {
                 )?;
             platform = Some(started);
         }
+        let keys = match (&platform, settings.auth.enabled) {
+            (_, false) => None,
+            (Some(platform), true) => Some(platform.api_keys()),
+            // Keys live in the command store, which runs without the rest of the platform.
+            (None, true) => Some(
+                platform::open_api_keys(&settings.platform())
+                    .await
+                    .context("cannot open the API keys (auth.enabled, [platform.commands])")?,
+            ),
+        };
         let view_recorder = platform.as_mut().and_then(Platform::take_view_recorder);
         let mut side_paths = SidePaths::start(
             &settings.invalidation,
@@ -151,12 +168,15 @@ impl Service {
             workers,
             side_paths,
             platform,
+            keys,
+            rate_limits: settings.rate_limits.clone(),
+            cors: settings.cors.clone(),
         })
     }
 
     /// The service's routes: ingest's, and the platform's when it runs (their bodies read
     /// whole, bounded), behind the edge's layers.
-    pub fn router(&self) -> axum::Router {
+    pub fn router(&self) -> anyhow::Result<axum::Router> {
         let router = http::router(self.state.clone());
         let router = match &self.platform {
             Some(platform) => {
@@ -168,7 +188,8 @@ impl Service {
             }
             None => router,
         };
-        edge::wrap(router)
+        let router = access::wrap(router, self.keys.clone(), &self.rate_limits, &self.cors)?;
+        Ok(edge::wrap(router))
     }
 
     /// The side paths' names, in the order they run.
@@ -185,6 +206,7 @@ impl Service {
             workers,
             side_paths,
             platform,
+            ..
         } = self;
         let sink = state.sink.clone();
         drop(state);

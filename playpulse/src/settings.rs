@@ -14,6 +14,9 @@ use ingest::config::{
 use platform::config::{CassandraConnection, PlatformSection, PlatformSettings};
 use serde::Deserialize;
 
+use crate::access::limits::RateLimitSettings;
+use crate::access::{AuthSettings, CorsSettings};
+
 const DEFAULTS: &str = include_str!("../../config/default.toml");
 const ENV_PREFIX: &str = "PLAYPULSE_";
 
@@ -49,6 +52,9 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub rate_limits: RateLimitSettings,
+    pub cors: CorsSettings,
     pub pipeline: PipelineSettings,
     pub sink: SinkSettings,
     pub embedded: EmbeddedSettings,
@@ -168,6 +174,43 @@ impl Settings {
         if self.server.request_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "server.request_timeout",
+                "must be more than 0",
+            ));
+        }
+        let listen = self.server.listen.ip();
+        if !self.auth.enabled && !self.auth.allow_anonymous_remote && !listen.is_loopback() {
+            return Err(ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "{listen} is not a loopback address and auth.enabled is false: anyone could \
+                     post and read; turn auth on (README, \"Keys and roles\") or set \
+                     auth.allow_anonymous_remote = true"
+                ),
+            ));
+        }
+        if self.auth.playback_tokens {
+            if !self.auth.enabled {
+                return Err(ConfigError::invalid(
+                    "auth.playback_tokens",
+                    "needs auth.enabled = true (tokens are issued to admin keys)",
+                ));
+            }
+            if self.auth.playback_token_secret.len() < 32 {
+                return Err(ConfigError::invalid(
+                    "auth.playback_token_secret",
+                    "must be at least 32 bytes when auth.playback_tokens is on",
+                ));
+            }
+        }
+        if self.auth.playback_token_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "auth.playback_token_ttl",
+                "must be more than 0",
+            ));
+        }
+        if self.rate_limits.max_tracked_clients == 0 {
+            return Err(ConfigError::invalid(
+                "rate_limits.max_tracked_clients",
                 "must be more than 0",
             ));
         }

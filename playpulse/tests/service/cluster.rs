@@ -48,6 +48,19 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
     let settings =
         Settings::load(Some(&profile), env, &overrides).expect("the cluster profile loads");
     assert_eq!(settings.sink.kind, ingest::config::SinkKind::Cassandra);
+    assert!(settings.auth.enabled, "the cluster profile turns auth on");
+    let keys = platform::open_api_keys(&settings.platform())
+        .await
+        .expect("the key store (PostgreSQL) opens");
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (ingest_key, _) = keys
+        .create(platform::keys::Role::Ingest, &format!("players-{run}"))
+        .await
+        .unwrap();
+    let (read_key, _) = keys
+        .create(platform::keys::Role::Read, &format!("history-{run}"))
+        .await
+        .unwrap();
     let app = Application::build(settings)
         .await
         .expect("the service starts on the cluster profile");
@@ -80,6 +93,7 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
         events.push(taste_event(*user, "start"));
         let response = client
             .post(format!("{base}/v1/events"))
+            .bearer_auth(&ingest_key)
             .json(&events)
             .send()
             .await
@@ -92,7 +106,15 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
 
     for user in &users {
         let url = format!("{base}/v1/users/{user}/history?limit=1000");
-        let stored: Vec<Value> = client.get(url).send().await.unwrap().json().await.unwrap();
+        let stored: Vec<Value> = client
+            .get(url)
+            .bearer_auth(&read_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let mut expected: Vec<&Value> = sent
             .iter()
             .filter(|event| event["user_id"] == *user)
@@ -160,5 +182,7 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+    keys.revoke(&format!("players-{run}")).await.unwrap();
+    keys.revoke(&format!("history-{run}")).await.unwrap();
     keyspace.drop_keyspace().await;
 }

@@ -2,6 +2,7 @@
 //! (on the embedded default, and on the real engines), the platform wired beside ingest,
 //! shutdown, and the crash test against the real binary.
 
+mod access;
 mod cassandra_outage;
 mod cluster;
 mod crash;
