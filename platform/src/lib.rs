@@ -1,5 +1,5 @@
 //! PlayPulse's CQRS platform: the command side (users, plans, subscriptions and payments on
-//! PostgreSQL, or SQLite on the embedded default), the transactional outbox and its relay, the
+//! PostgreSQL, or SQLite on the embedded default), API keys, the transactional outbox and its relay, the
 //! projectors that keep the read models (Cassandra, or a local file) and the cache in step, the
 //! recommendations query, and billing reports.
 //!
@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod keys;
 pub mod outbox;
 pub mod payments;
 pub mod projectors;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands::{CommandOptions, Commands};
 use crate::config::{CommandStoreKind, PlatformSettings, ReadModelKind, SettingError};
+use crate::keys::ApiKeys;
 use crate::outbox::{Relay, RelayHandle, RelayOptions};
 use crate::payments::{PaymentGateway, SimulatedGateway};
 use crate::projectors::ProfileProjector;
@@ -52,6 +54,7 @@ pub enum PlatformError {
 pub struct Platform {
     pub state: http::PlatformState,
     pub relay: Arc<Relay>,
+    api_keys: ApiKeys,
     /// The view recorder (when `recommendations.record_views`), until its host takes it as a
     /// side path of ingest with [`Platform::take_view_recorder`].
     recorder: Option<(ViewingRecorder, RecorderTask)>,
@@ -73,6 +76,13 @@ pub async fn open_store(
             .await?,
         ),
     })
+}
+
+/// The API key service on the command store the settings name, without the rest of the
+/// platform (for the `playpulse keys` command).
+pub async fn open_api_keys(settings: &PlatformSettings) -> Result<ApiKeys, PlatformError> {
+    settings.validate()?;
+    Ok(ApiKeys::new(open_store(settings).await?))
 }
 
 /// Opens the read model the settings name.
@@ -164,6 +174,7 @@ impl Platform {
                 settings.recommendations.recorder_queue,
             )
         });
+        let api_keys = ApiKeys::new(store.clone());
         let purge = spawn_purge(store, settings.commands.idempotency_key_retention);
         Platform {
             state: http::PlatformState {
@@ -174,10 +185,16 @@ impl Platform {
                 profile_ttl: settings.recommendations.profile_ttl,
             },
             relay,
+            api_keys,
             recorder,
             relay_task: Some(relay_task),
             purge: Some(purge),
         }
+    }
+
+    /// The API key service on the platform's command store (one cache for every clone).
+    pub fn api_keys(&self) -> ApiKeys {
+        self.api_keys.clone()
     }
 
     pub fn router(&self) -> axum::Router {

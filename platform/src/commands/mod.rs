@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::domain::{now_ms, IdempotencyKey, PaymentToken, PlanId, SubscriptionId, UserId};
+use crate::domain::{
+    now_ms, sha256_hex, IdempotencyKey, PaymentToken, PlanId, SubscriptionId, UserId,
+};
 use crate::payments::{Charge, ChargeRequest, PaymentError, PaymentGateway};
 use crate::store::{
     Claim, CommandStore, NewPlan, NewSubscription, NewUser, Payment, Plan, StoreError,
@@ -30,6 +32,15 @@ pub enum CommandError {
     /// No subscription with this id.
     #[error("subscription {0} not found")]
     SubscriptionNotFound(i64),
+    /// The user already has an active subscription to the plan: nothing was charged (or the
+    /// charge of a request that lost the race to another was refunded).
+    #[error("user {user_id} already has an active subscription to plan {plan_id}")]
+    AlreadySubscribed { user_id: i64, plan_id: i64 },
+    /// The request lost a race to another subscription of the same user to the same plan
+    /// after its charge, and the refund did not go through yet. The key stays claimed: once
+    /// its lease is over, a retry with the same key finds the charge and refunds it.
+    #[error("already subscribed; the refund of this request's charge is pending: retry with the same Idempotency-Key")]
+    RefundPending,
     /// The email address belongs to another user.
     #[error("email already registered")]
     EmailTaken,
@@ -65,6 +76,9 @@ impl CommandError {
             CommandError::UserNotFound(id) => ("user_not_found", id.to_string()),
             CommandError::PlanNotFound(id) => ("plan_not_found", id.to_string()),
             CommandError::PlanUnavailable(id) => ("plan_unavailable", id.to_string()),
+            CommandError::AlreadySubscribed { user_id, plan_id } => {
+                ("already_subscribed", format!("{user_id}:{plan_id}"))
+            }
             CommandError::Declined(reason) => ("declined", reason.clone()),
             _ => return None,
         };
@@ -81,6 +95,13 @@ impl CommandError {
             "plan_not_found" => CommandError::PlanNotFound(id()),
             "plan_unavailable" => CommandError::PlanUnavailable(id()),
             "declined" => CommandError::Declined(stored.body.clone()),
+            "already_subscribed" => {
+                let (user_id, plan_id) = stored.body.split_once(':').unwrap_or_default();
+                CommandError::AlreadySubscribed {
+                    user_id: user_id.parse().unwrap_or_default(),
+                    plan_id: plan_id.parse().unwrap_or_default(),
+                }
+            }
             other => CommandError::Store(StoreError::Corrupt(format!(
                 "idempotency outcome `{other}`"
             ))),
@@ -98,14 +119,18 @@ pub struct Subscribe {
 
 impl Subscribe {
     /// The request as the idempotency key remembers it: same key with another fingerprint is
-    /// another request (422).
+    /// another request (422). The SHA-256 (hex) of the canonical body, so that the key's row
+    /// never holds the payment token itself. The canonical body is the form fingerprints were
+    /// kept in before they were hashed, so that the stores can hash old rows in place and their
+    /// retries still replay.
     pub fn fingerprint(&self) -> String {
-        format!(
+        let canonical = format!(
             "user_id={};plan_id={};token={}",
             self.user_id,
             self.plan_id,
             self.token.as_str()
-        )
+        );
+        sha256_hex(canonical.as_bytes())
     }
 }
 
@@ -224,6 +249,8 @@ impl Commands {
         match &outcome {
             // The transaction that created the subscription also finished the key.
             Ok(_) => self.committed.notify_one(),
+            // The key's holder left a charge to refund: the lease hands the key to a retry.
+            Err(CommandError::RefundPending) => {}
             Err(error) => match error.final_outcome() {
                 Some(stored) => self.store.finish_key(key, &stored).await?,
                 None => {
@@ -254,6 +281,30 @@ impl Commands {
         if !plan.available {
             return Err(CommandError::PlanUnavailable(plan.id.get()));
         }
+        let already_subscribed = CommandError::AlreadySubscribed {
+            user_id: request.user_id.get(),
+            plan_id: request.plan_id.get(),
+        };
+        if self
+            .store
+            .has_active_subscription(request.user_id, request.plan_id)
+            .await?
+        {
+            // Refused before charging. A crashed holder of this key may have charged already:
+            // its key was still running, so no subscription holds that charge; give it back.
+            if takeover {
+                match self.gateway.find(key).await {
+                    Ok(Some(charge)) => self.refund(&charge).await?,
+                    Ok(None) => {}
+                    Err(error) => {
+                        // Unknown whether there is money to give back: keep the key for a retry.
+                        tracing::warn!(%error, "cannot look up a taken-over key's charge");
+                        return Err(CommandError::RefundPending);
+                    }
+                }
+            }
+            return Err(already_subscribed);
+        }
         let currency = crate::domain::Currency::try_from(plan.currency.as_str())
             .map_err(|_| StoreError::Corrupt(format!("plan currency {}", plan.currency)))?;
         let charge = self
@@ -273,10 +324,41 @@ impl Commands {
             charge,
             idempotency_key: key.clone(),
         };
-        Ok(self
+        match self
             .store
             .create_subscription(&new, plan.price_cents, &plan.currency, now_ms())
-            .await?)
+            .await
+        {
+            Err(StoreError::AlreadySubscribed { .. }) => {
+                // Another request for the same user and plan committed between our check and
+                // our transaction: this charge buys nothing.
+                self.refund(&new.charge).await?;
+                Err(already_subscribed)
+            }
+            outcome => Ok(outcome?),
+        }
+    }
+
+    /// Refunds a charge no subscription holds, with the same attempts and timeout as a charge;
+    /// [`CommandError::RefundPending`] when the gateway never confirms.
+    async fn refund(&self, charge: &Charge) -> Result<(), CommandError> {
+        for attempt in 1..=self.options.charge_attempts.max(1) {
+            let outcome =
+                tokio::time::timeout(self.options.charge_timeout, self.gateway.refund(charge))
+                    .await
+                    .unwrap_or(Err(PaymentError::Timeout(self.options.charge_timeout)));
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(charge_id = %charge.charge_id, "refunded the charge of a duplicate subscription");
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, charge_id = %charge.charge_id, "refund failed")
+                }
+            }
+        }
+        tracing::error!(charge_id = %charge.charge_id, "refund not confirmed; a retry of the key after its lease refunds it");
+        Err(CommandError::RefundPending)
     }
 
     /// Charges, reconciling with the gateway by idempotency key after every timeout (and first

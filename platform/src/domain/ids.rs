@@ -70,7 +70,9 @@ impl IdempotencyKey {
     }
 }
 
-/// A payment method token from the client's payment form (`tok_visa`, ...); never a card number.
+/// A payment method token from the client's payment form (`tok_visa`, ...): an opaque gateway
+/// token, never a card number. Anything shaped like a PAN is refused before it can be stored
+/// or logged (PCI DSS keeps card numbers out of systems that are not meant to hold them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PaymentToken(String);
 
@@ -78,6 +80,13 @@ impl TryFrom<&str> for PaymentToken {
     type Error = InvalidValue;
 
     fn try_from(text: &str) -> Result<PaymentToken, InvalidValue> {
+        // Checked first: a spaced-out card number is not visible ASCII either, and it deserves
+        // the message that says what is wrong.
+        if looks_like_a_card_number(text) {
+            return Err(InvalidValue::new(
+                "looks like a card number: send the payment gateway's token, never the card number",
+            ));
+        }
         if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(InvalidValue::new(
                 "must be 1 to 128 visible ASCII characters",
@@ -85,6 +94,42 @@ impl TryFrom<&str> for PaymentToken {
         }
         Ok(PaymentToken(text.to_owned()))
     }
+}
+
+/// 13 to 19 digits, perhaps grouped by spaces or dashes, that pass the Luhn check: the shape
+/// of a primary account number (ISO/IEC 7812).
+fn looks_like_a_card_number(text: &str) -> bool {
+    let text = text.trim();
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    {
+        return false;
+    }
+    let digits: Vec<u32> = text
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| u32::from(b - b'0'))
+        .collect();
+    (13..=19).contains(&digits.len()) && passes_luhn(&digits)
+}
+
+fn passes_luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(position, &digit)| {
+            // Every second digit from the right counts double, its two digits summed.
+            let doubled = digit * 2;
+            match position % 2 {
+                1 if doubled > 9 => doubled - 9,
+                1 => doubled,
+                _ => digit,
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
 }
 
 impl PaymentToken {
@@ -111,6 +156,42 @@ mod tests {
         assert!(IdempotencyKey::try_from("").is_err());
         assert!(IdempotencyKey::try_from("has space").is_err());
         assert!(IdempotencyKey::try_from("k".repeat(256).as_str()).is_err());
+    }
+
+    #[test]
+    fn card_numbers_are_refused_as_payment_tokens_however_they_are_grouped() {
+        for pan in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "378282246310005",
+            "6011111111111117",
+            " 5555555555554444 ",
+            "4222222222222",
+        ] {
+            let refused = PaymentToken::try_from(pan).unwrap_err();
+            assert!(refused.0.contains("card number"), "{pan:?}: {refused}");
+            assert!(
+                !refused.0.contains("4242"),
+                "the refusal does not echo the number"
+            );
+        }
+    }
+
+    #[test]
+    fn opaque_tokens_and_digit_strings_that_fail_luhn_are_not_card_numbers() {
+        for token in [
+            "tok_visa",
+            "tok_1N3T00LkdIwHu7ixt44h1F8k",
+            "4242424242424241",
+            "123456789012",
+        ] {
+            assert!(PaymentToken::try_from(token).is_ok(), "{token:?}");
+        }
+        assert!(
+            PaymentToken::try_from("4242424242424242424242").is_ok(),
+            "too long for a PAN"
+        );
     }
 
     proptest! {

@@ -28,9 +28,23 @@ impl InvalidValue {
 pub fn parse_country(text: &str) -> Result<CountryCode, InvalidValue> {
     CountryCode::parse(text).ok_or_else(|| {
         InvalidValue::new(format!(
-            "`{text}` is not an ISO 3166-1 alpha-2 country code"
+            "`{}` is not an ISO 3166-1 alpha-2 country code",
+            echo(text)
         ))
     })
+}
+
+/// SHA-256 of `bytes`, as 64 lower-case hex digits (what the stores keep instead of a secret
+/// or a request body).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    hex
 }
 
 /// Epoch milliseconds now.
@@ -41,26 +55,87 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
-/// A timestamp as RFC 3339 with milliseconds, the way the API shows it.
+/// The first instant the API accepts: 1970-01-01T00:00:00Z (timestamps are never negative).
+pub const MIN_INSTANT: Millis = 0;
+/// The last instant the API accepts: 9999-12-31T23:59:59.999Z (RFC 3339 has four-digit years).
+pub const MAX_INSTANT: Millis = 253_402_300_799_999;
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// A timestamp as RFC 3339 with milliseconds, the way the API shows it. Total: an instant
+/// outside years 0000..=9999 (which no validated input yields) is written with ISO 8601's
+/// expanded, signed year (`+10000-01-01T00:00:00.000Z`) rather than panicking.
 pub fn rfc3339(at: Millis) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
+    let days = at.div_euclid(MILLIS_PER_DAY);
+    let in_day = at.rem_euclid(MILLIS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute) = (in_day / 3_600_000, in_day / 60_000 % 60);
+    let (second, millis) = (in_day / 1_000 % 60, in_day % 1_000);
+    let year = if (0..=9999).contains(&year) {
+        format!("{year:04}")
+    } else {
+        format!("{year:+05}")
+    };
+    format!("{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
 }
 
-/// A timestamp from a query string: RFC 3339 (`2025-01-31T00:00:00Z`) or epoch milliseconds.
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`); exact for every day an i64 of milliseconds can name.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A timestamp from a query string: RFC 3339 (`2025-01-31T00:00:00Z`) or epoch milliseconds,
+/// between [`MIN_INSTANT`] and [`MAX_INSTANT`].
 pub fn parse_instant(text: &str) -> Result<Millis, InvalidValue> {
+    let out_of_range =
+        || InvalidValue::new("must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z");
     if let Ok(millis) = text.parse::<i64>() {
-        return Ok(millis);
+        return if (MIN_INSTANT..=MAX_INSTANT).contains(&millis) {
+            Ok(millis)
+        } else {
+            Err(out_of_range())
+        };
     }
     let at = humantime::parse_rfc3339_weak(text).map_err(|_| {
         InvalidValue::new(format!(
-            "`{text}` is neither RFC 3339 (2025-01-31T00:00:00Z) nor epoch milliseconds"
+            "`{}` is neither RFC 3339 (2025-01-31T00:00:00Z) nor epoch milliseconds, from 1970 to 9999",
+            echo(text)
         ))
     })?;
     let since_epoch = at
         .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| InvalidValue::new("must not be before 1970"))?;
-    Ok(since_epoch.as_millis() as Millis)
+        .map_err(|_| out_of_range())?;
+    Millis::try_from(since_epoch.as_millis())
+        .ok()
+        .filter(|millis| *millis <= MAX_INSTANT)
+        .ok_or_else(out_of_range)
+}
+
+/// The longest piece of client input an error message repeats.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// Client input as an error message may quote it: at most [`MAX_ECHO_CHARS`] characters, then
+/// an ellipsis, so that a refusal never mirrors an unbounded body back.
+pub fn echo(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +152,67 @@ mod tests {
     #[test]
     fn timestamps_render_as_rfc3339_with_millis() {
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.500Z");
+        assert_eq!(rfc3339(MAX_INSTANT), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn instants_past_year_9999_or_before_1970_are_refused() {
+        assert_eq!(parse_instant("253402300799999").unwrap(), MAX_INSTANT);
+        assert!(parse_instant("253402300800000").is_err());
+        assert!(parse_instant("-1").is_err());
+        assert!(parse_instant(&i64::MAX.to_string()).is_err());
+        assert!(parse_instant("1969-12-31T23:59:59Z").is_err());
+        assert_eq!(
+            parse_instant("9999-12-31T23:59:59Z").unwrap(),
+            MAX_INSTANT - 999
+        );
+    }
+
+    #[test]
+    fn instants_outside_four_digit_years_render_with_an_expanded_year() {
+        assert_eq!(rfc3339(MAX_INSTANT + 1), "+10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert!(rfc3339(i64::MIN).starts_with('-'));
+        assert!(rfc3339(i64::MAX).starts_with('+'));
+    }
+
+    #[test]
+    fn sha256_is_written_as_lower_case_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn echoed_input_is_cut_at_64_characters() {
+        assert_eq!(echo("short"), "short");
+        let long = "é".repeat(100);
+        let echoed = echo(&long);
+        assert_eq!(echoed.chars().count(), MAX_ECHO_CHARS + 1);
+        assert!(echoed.ends_with('…'));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_never_panics_on_any_i64(at in proptest::num::i64::ANY) {
+            let text = rfc3339(at);
+            proptest::prop_assert!(text.ends_with('Z'));
+        }
+
+        #[test]
+        fn rfc3339_agrees_with_humantime_and_parses_back_over_the_supported_range(
+            at in MIN_INSTANT..=MAX_INSTANT
+        ) {
+            let expected = humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(at as u64),
+            )
+            .to_string();
+            let text = rfc3339(at);
+            proptest::prop_assert_eq!(&text, &expected);
+            proptest::prop_assert_eq!(parse_instant(&text).unwrap(), at);
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use super::InvalidValue;
+use super::{echo, InvalidValue};
 
 /// A price in the currency's minor unit (cents): never negative, at most 10^9 (ten million
 /// units), so sums over millions of subscriptions stay far inside an i64.
@@ -31,25 +31,50 @@ impl PriceCents {
     }
 }
 
-/// A currency as an ISO 4217 alphabetic code (three letters), stored upper case.
+/// A currency as an active ISO 4217 alphabetic code, any case on input, stored upper case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Currency([u8; 3]);
+
+/// ISO 4217 list one's active currencies, sorted (for a binary search). Left out on purpose,
+/// because no plan is priced in them: funds (BOV, CHE, CHW, CLF, COU, MXV, USN, UYI, UYW),
+/// precious metals (XAU, XAG, XPD, XPT), units of account (XBA..XBD, XDR, XSU, XUA), the test
+/// code XTS and XXX ("no currency"); and withdrawn codes (HRK, SLL, ZWL, ...). ANG stays during
+/// its transition to XCG.
+const ACTIVE_CURRENCIES: [&str; 157] = [
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
+    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
+    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
+    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
+    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
+    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
+    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
+    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
+    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
+    "VED", "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW",
+    "ZWG",
+];
 
 impl TryFrom<&str> for Currency {
     type Error = InvalidValue;
 
     fn try_from(text: &str) -> Result<Currency, InvalidValue> {
-        let bytes = text.as_bytes();
-        if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
-            return Err(InvalidValue::new(format!(
-                "`{text}` is not an ISO 4217 code (three letters, e.g. EUR)"
-            )));
+        let refused = || {
+            InvalidValue::new(format!(
+                "`{}` is not an active ISO 4217 currency code (e.g. EUR)",
+                echo(text)
+            ))
+        };
+        let [a, b, c] = <[u8; 3]>::try_from(text.as_bytes()).map_err(|_| refused())?;
+        let code = [a, b, c].map(|byte| byte.to_ascii_uppercase());
+        let known = std::str::from_utf8(&code)
+            .ok()
+            .is_some_and(|code| ACTIVE_CURRENCIES.binary_search(&code).is_ok());
+        if !known {
+            return Err(refused());
         }
-        Ok(Currency([
-            bytes[0].to_ascii_uppercase(),
-            bytes[1].to_ascii_uppercase(),
-            bytes[2].to_ascii_uppercase(),
-        ]))
+        Ok(Currency(code))
     }
 }
 
@@ -82,7 +107,8 @@ impl TryFrom<&str> for PlanPeriod {
             "monthly" => Ok(PlanPeriod::Monthly),
             "yearly" => Ok(PlanPeriod::Yearly),
             other => Err(InvalidValue::new(format!(
-                "`{other}` is not a plan period: monthly or yearly"
+                "`{}` is not a plan period: monthly or yearly",
+                echo(other)
             ))),
         }
     }
@@ -112,6 +138,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_currency_table_is_sorted_upper_case_and_without_duplicates() {
+        assert!(ACTIVE_CURRENCIES.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(ACTIVE_CURRENCIES
+            .iter()
+            .all(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())));
+    }
+
+    #[test]
     fn negative_prices_are_refused_and_zero_is_free() {
         assert!(PriceCents::try_from(-1).is_err());
         assert_eq!(PriceCents::try_from(0).unwrap().get(), 0);
@@ -119,9 +153,12 @@ mod tests {
     }
 
     #[test]
-    fn currencies_are_three_letters_kept_upper_case() {
+    fn currencies_are_active_iso_4217_codes_kept_upper_case() {
         assert_eq!(Currency::try_from("eur").unwrap().as_str(), "EUR");
-        for bad in ["", "EU", "EURO", "E1R"] {
+        assert_eq!(Currency::try_from("JPY").unwrap().as_str(), "JPY");
+        for bad in [
+            "", "EU", "EURO", "E1R", "ABC", "XXX", "XTS", "xts", "HRK", "XAU", "ÉUR",
+        ] {
             assert!(Currency::try_from(bad).is_err(), "{bad:?}");
         }
     }

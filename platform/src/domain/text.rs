@@ -1,6 +1,6 @@
 use std::fmt;
 
-use super::InvalidValue;
+use super::{echo, InvalidValue};
 
 /// An email address: one `@`, a non-empty local part, a dotted domain, no spaces, at most 254
 /// bytes (RFC 5321's path limit). Stored lower case, so that one mailbox is one user.
@@ -19,14 +19,15 @@ impl TryFrom<String> for Email {
             return Err(InvalidValue::new("must not contain spaces"));
         }
         let Some((local, domain)) = text.split_once('@') else {
-            return Err(InvalidValue::new(format!("`{text}` has no @")));
+            return Err(InvalidValue::new(format!("`{}` has no @", echo(&text))));
         };
         let domain_ok = !domain.contains('@')
             && domain.contains('.')
             && domain.split('.').all(|label| !label.is_empty());
         if local.is_empty() || !domain_ok {
             return Err(InvalidValue::new(format!(
-                "`{text}` is not an email address"
+                "`{}` is not an email address",
+                echo(&text)
             )));
         }
         Ok(Email(text))

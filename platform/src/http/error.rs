@@ -19,6 +19,11 @@ pub enum ApiError {
     /// A body that is not a JSON object, or a missing header.
     #[error("{0}")]
     BadRequest(String),
+    /// A body sent as something other than `application/json`: refused so that a web page
+    /// cannot post a command with a plain HTML form (a "simple" cross-site request that no
+    /// CORS preflight stops).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
@@ -38,19 +43,25 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadField { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Command(error) => match error {
                 CommandError::UserNotFound(_)
                 | CommandError::PlanNotFound(_)
                 | CommandError::SubscriptionNotFound(_) => StatusCode::NOT_FOUND,
                 CommandError::PlanUnavailable(_)
+                | CommandError::AlreadySubscribed { .. }
                 | CommandError::EmailTaken
                 | CommandError::KeyInProgress => StatusCode::CONFLICT,
                 CommandError::KeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 CommandError::Declined(_) => StatusCode::PAYMENT_REQUIRED,
-                CommandError::PaymentUnknown => StatusCode::SERVICE_UNAVAILABLE,
+                CommandError::PaymentUnknown | CommandError::RefundPending => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 CommandError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
-            ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Store(StoreError::Conflict(_) | StoreError::AlreadySubscribed { .. }) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Store(_) | ApiError::ReadModel(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

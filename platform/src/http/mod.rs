@@ -17,7 +17,7 @@ use serde_json::json;
 
 pub use error::ApiError;
 
-use self::input::{named, path_id, Body};
+use self::input::{empty_or_json, named, path_id, Body};
 use crate::commands::{Commands, Subscribe, Subscribed};
 use crate::domain::{
     now_ms, parse_country, parse_instant, rfc3339, Currency, Email, IdempotencyKey, Name,
@@ -94,9 +94,10 @@ fn payment_json(payment: &Payment) -> serde_json::Value {
 
 async fn create_user(
     State(state): State<PlatformState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = Body::parse(&body)?;
+    let body = Body::from_request(&headers, &body)?;
     let user = NewUser {
         email: named("email", Email::try_from(body.string("email")?.to_owned()))?,
         name: named("name", Name::try_from(body.string("name")?.to_owned()))?,
@@ -177,9 +178,10 @@ async fn get_recommendations(
 
 async fn create_plan(
     State(state): State<PlatformState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = Body::parse(&body)?;
+    let body = Body::from_request(&headers, &body)?;
     let plan = NewPlan {
         name: named("name", Name::try_from(body.string("name")?.to_owned()))?,
         price: named(
@@ -204,13 +206,14 @@ async fn subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // The media type first: a cross-site form post is refused before its headers are read.
+    let body = Body::from_request(&headers, &body)?;
     let key = headers
         .get("idempotency-key")
         .ok_or_else(|| ApiError::field("Idempotency-Key", "header is required"))?
         .to_str()
         .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
     let key = named("Idempotency-Key", IdempotencyKey::try_from(key))?;
-    let body = Body::parse(&body)?;
     let payment_method = body.object("payment_method")?;
     let request = Subscribe {
         user_id: named("user_id", UserId::try_from(body.integer("user_id")?))?,
@@ -232,7 +235,10 @@ async fn subscribe(
 async fn cancel(
     State(state): State<PlatformState>,
     Path(subscription_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    empty_or_json(&headers, &body)?;
     let id: SubscriptionId = path_id("subscription_id", &subscription_id)?;
     let cancelled = state.commands.cancel(id).await?;
     Ok(Json(cancelled.view()).into_response())

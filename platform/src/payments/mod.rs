@@ -3,7 +3,8 @@
 //! Every charge carries the subscription request's idempotency key, and a gateway keeps at most
 //! one charge per key (as real providers do with their own `Idempotency-Key`). That is what makes
 //! a timeout safe: the caller asks the gateway what became of the key ([`PaymentGateway::find`])
-//! before charging again, and even a blind retry cannot charge twice.
+//! before charging again, and even a blind retry cannot charge twice. A charge the platform
+//! cannot use (the user won a race for the same plan under another key) is refunded.
 
 mod simulated;
 
@@ -56,4 +57,8 @@ pub trait PaymentGateway: Send + Sync + 'static {
 
     /// What became of a key: the charge if one was made, `None` if none was.
     async fn find(&self, key: &IdempotencyKey) -> Result<Option<Charge>, PaymentError>;
+
+    /// Gives a charge's money back, in full. Idempotent: refunding a refunded charge is a
+    /// success that moves nothing.
+    async fn refund(&self, charge: &Charge) -> Result<(), PaymentError>;
 }

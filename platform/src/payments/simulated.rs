@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,6 +18,8 @@ use crate::domain::IdempotencyKey;
 pub struct SimulatedGateway {
     charges: Mutex<HashMap<String, Result<Charge, PaymentError>>>,
     charges_made: AtomicU64,
+    /// Charge ids refunded.
+    refunded: Mutex<HashSet<String>>,
     /// Simulated time the gateway takes to answer.
     latency: Duration,
 }
@@ -41,6 +43,14 @@ impl SimulatedGateway {
     /// Charges actually made (money moved), over the gateway's life.
     pub fn charges_made(&self) -> u64 {
         self.charges_made.load(Ordering::Acquire)
+    }
+
+    /// Charges refunded (money given back), over the gateway's life.
+    pub fn refunds_made(&self) -> u64 {
+        self.refunded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Result<Charge, PaymentError>>> {
@@ -89,6 +99,28 @@ impl PaymentGateway for SimulatedGateway {
             .get(key.as_str())
             .and_then(|outcome| outcome.clone().ok()))
     }
+
+    async fn refund(&self, charge: &Charge) -> Result<(), PaymentError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let made = self.lock().values().any(|outcome| {
+            outcome
+                .as_ref()
+                .is_ok_and(|made| made.charge_id == charge.charge_id)
+        });
+        if !made {
+            return Err(PaymentError::Unavailable(format!(
+                "no charge {} to refund",
+                charge.charge_id
+            )));
+        }
+        self.refunded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(charge.charge_id.clone());
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +156,20 @@ mod tests {
             gateway.find(&IdempotencyKey::try_from("k2").unwrap()).await,
             Ok(None)
         );
+    }
+
+    #[tokio::test]
+    async fn a_refund_gives_a_charge_back_once_however_often_it_is_asked() {
+        let gateway = SimulatedGateway::new();
+        let charge = gateway.charge(&request("k4", "tok_visa")).await.unwrap();
+        gateway.refund(&charge).await.unwrap();
+        gateway.refund(&charge).await.unwrap();
+        assert_eq!((gateway.charges_made(), gateway.refunds_made()), (1, 1));
+        let never_made = Charge {
+            charge_id: "ch_unknown".to_owned(),
+            ..charge
+        };
+        assert!(gateway.refund(&never_made).await.is_err());
     }
 
     #[tokio::test]

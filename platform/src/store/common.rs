@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::{Payment, Plan, PlanCount, StoreError, Subscription, User};
 use crate::domain::{PlanId, PlanPeriod, SubscriptionId, UserId};
+use crate::keys::{ApiKey, Role};
 use crate::outbox::{EventKind, OutboxEvent};
 use crate::readmodel::UserProfile;
 
@@ -17,6 +18,28 @@ pub(super) const SUBSCRIPTION_COLUMNS: &str =
     "id, user_id, plan_id, payment_id, status, created_at, cancelled_at";
 pub(super) const OUTBOX_COLUMNS: &str =
     "seq, event_id, user_id, version, kind, payload, created_at";
+pub(super) const API_KEY_COLUMNS: &str = "id, name, role, prefix, created_at, revoked_at";
+
+/// At most one active subscription per user and plan: the last guard behind the command's
+/// check, for requests that race past it. Created after the tables, once no duplicates
+/// remain (see [`DUPLICATE_ACTIVE_SUBSCRIPTIONS`]); the same DDL on both engines.
+pub(super) const ONE_ACTIVE_SUBSCRIPTION_PER_PLAN: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_one_active_per_plan \
+     ON subscriptions (user_id, plan_id) WHERE status = 'active'";
+
+/// A database from before the index may hold what it forbids: found first, so that opening
+/// it fails with a message an operator can act on rather than a bare constraint error.
+pub(super) const DUPLICATE_ACTIVE_SUBSCRIPTIONS: &str =
+    "SELECT user_id, plan_id, COUNT(*) AS active FROM subscriptions WHERE status = 'active' \
+     GROUP BY user_id, plan_id HAVING COUNT(*) > 1 ORDER BY user_id, plan_id LIMIT 1";
+
+/// The refusal for a database [`DUPLICATE_ACTIVE_SUBSCRIPTIONS`] found.
+pub(super) fn duplicate_subscriptions(user_id: i64, plan_id: i64, active: i64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "user {user_id} holds {active} active subscriptions to plan {plan_id}: cancel all but \
+         one (and refund them) before this version can open the store"
+    ))
+}
 
 fn corrupt(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |error| StoreError::Corrupt(format!("{what}: {error}"))
@@ -113,6 +136,26 @@ where
         charge_id: row.try_get("charge_id").map_err(corrupt("charge_id"))?,
         status: row.try_get("status").map_err(corrupt("payment status"))?,
         created_at: row.try_get("created_at").map_err(corrupt("created_at"))?,
+    })
+}
+
+pub(super) fn api_key_from<R: Row>(row: &R) -> Result<ApiKey, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let role: String = row.try_get("role").map_err(corrupt("role"))?;
+    Ok(ApiKey {
+        id: row.try_get("id").map_err(corrupt("api key id"))?,
+        name: row.try_get("name").map_err(corrupt("api key name"))?,
+        role: role
+            .parse::<Role>()
+            .map_err(|_| StoreError::Corrupt(format!("api key role {role}")))?,
+        prefix: row.try_get("prefix").map_err(corrupt("api key prefix"))?,
+        created_at: row.try_get("created_at").map_err(corrupt("created_at"))?,
+        revoked_at: row.try_get("revoked_at").map_err(corrupt("revoked_at"))?,
     })
 }
 
@@ -387,6 +430,23 @@ macro_rules! command_store {
                 Ok(purged)
             }
 
+            async fn has_active_subscription(
+                &self,
+                user: $crate::domain::UserId,
+                plan: $crate::domain::PlanId,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let row = sqlx::query(
+                    "SELECT 1 AS found FROM subscriptions \
+                     WHERE user_id = $1 AND plan_id = $2 AND status = 'active' LIMIT 1",
+                )
+                .bind(user.get())
+                .bind(plan.get())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::database("read active subscription"))?;
+                Ok(row.is_some())
+            }
+
             async fn create_subscription(
                 &self,
                 new: &$crate::store::NewSubscription,
@@ -424,7 +484,15 @@ macro_rules! command_store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(StoreError::database("insert subscription"))?;
+                // The payment is new, so the one unique rule this insert can break is one
+                // active subscription per user and plan. The transaction rolls back (dropped).
+                .map_err(|error| match StoreError::database("insert subscription")(error) {
+                    StoreError::Conflict(_) => StoreError::AlreadySubscribed {
+                        user_id: new.user_id.get(),
+                        plan_id: new.plan_id.get(),
+                    },
+                    other => other,
+                })?;
                 let subscription = $crate::store::common::subscription_from(&row)?;
                 let profile = profile_after_change(&mut tx, new.user_id).await?;
                 insert_event(&mut tx, $crate::outbox::EventKind::SubscriptionCreated, &profile, now).await?;
@@ -595,8 +663,154 @@ macro_rules! command_store {
                 })
             }
 
+            async fn create_api_key(
+                &self,
+                name: &str,
+                role: $crate::keys::Role,
+                prefix: &str,
+                hash_hex: &str,
+                now: $crate::domain::Millis,
+            ) -> Result<$crate::keys::ApiKey, $crate::store::StoreError> {
+                let _writer = self.write_lock().await;
+                let row = sqlx::query(&format!(
+                    "INSERT INTO api_keys (name, role, prefix, hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING {}",
+                    $crate::store::common::API_KEY_COLUMNS
+                ))
+                .bind(name)
+                .bind(role.as_str())
+                .bind(prefix)
+                .bind(hash_hex)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::database("insert api key (name taken?)"))?;
+                $crate::store::common::api_key_from(&row)
+            }
+
+            async fn api_key_by_hash(
+                &self,
+                hash_hex: &str,
+            ) -> Result<Option<$crate::keys::ApiKey>, $crate::store::StoreError> {
+                let row = sqlx::query(&format!(
+                    "SELECT {} FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+                    $crate::store::common::API_KEY_COLUMNS
+                ))
+                .bind(hash_hex)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::database("read api key"))?;
+                row.as_ref().map($crate::store::common::api_key_from).transpose()
+            }
+
+            async fn api_keys(
+                &self,
+            ) -> Result<Vec<$crate::keys::ApiKey>, $crate::store::StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {} FROM api_keys ORDER BY id",
+                    $crate::store::common::API_KEY_COLUMNS
+                ))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::database("list api keys"))?;
+                rows.iter().map($crate::store::common::api_key_from).collect()
+            }
+
+            async fn revoke_api_key(
+                &self,
+                name_or_prefix: &str,
+                now: $crate::domain::Millis,
+            ) -> Result<Option<$crate::keys::ApiKey>, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::StoreError;
+                let _writer = self.write_lock().await;
+                // A name is unique among active keys; a prefix only very likely so.
+                let mut ids: Vec<i64> = sqlx::query(
+                    "SELECT id FROM api_keys WHERE name = $1 AND revoked_at IS NULL",
+                )
+                .bind(name_or_prefix)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::database("find api key by name"))?
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::database("api key id"))?;
+                if ids.is_empty() {
+                    ids = sqlx::query(
+                        "SELECT id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(name_or_prefix)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::database("find api key by prefix"))?
+                    .iter()
+                    .map(|row| row.try_get("id"))
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::database("api key id"))?;
+                }
+                let id = match ids.as_slice() {
+                    [] => return Ok(None),
+                    [id] => *id,
+                    several => {
+                        return Err(StoreError::Conflict(format!(
+                            "{} active keys have the prefix `{}`: revoke by name",
+                            several.len(),
+                            $crate::domain::echo(name_or_prefix)
+                        )))
+                    }
+                };
+                // Conditional: a concurrent revoke of the same key leaves this one `None`.
+                let row = sqlx::query(&format!(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                     RETURNING {}",
+                    $crate::store::common::API_KEY_COLUMNS
+                ))
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::database("revoke api key"))?;
+                row.as_ref().map($crate::store::common::api_key_from).transpose()
+            }
+
             async fn ready(&self) -> bool {
                 sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+            }
+        }
+
+        impl $store {
+            /// Fingerprints kept in clear by older versions (the canonical body, payment token
+            /// included) become their SHA-256, as new ones are written: their retries still
+            /// match, and the tokens are gone. Compare-and-set per row, so that processes
+            /// starting together cannot clash.
+            async fn hash_plaintext_fingerprints(&self) -> Result<u64, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::StoreError;
+                let _writer = self.write_lock().await;
+                let rows = sqlx::query(
+                    "SELECT key, fingerprint FROM idempotency_keys WHERE fingerprint LIKE 'user_id=%'",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::database("read plaintext fingerprints"))?;
+                let mut hashed = 0;
+                for row in &rows {
+                    let key: String = row.try_get("key").map_err(StoreError::database("key"))?;
+                    let plain: String =
+                        row.try_get("fingerprint").map_err(StoreError::database("fingerprint"))?;
+                    hashed += sqlx::query(
+                        "UPDATE idempotency_keys SET fingerprint = $1 WHERE key = $2 AND fingerprint = $3",
+                    )
+                    .bind($crate::domain::sha256_hex(plain.as_bytes()))
+                    .bind(&key)
+                    .bind(&plain)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::database("hash plaintext fingerprint"))?
+                    .rows_affected();
+                }
+                Ok(hashed)
             }
         }
 

@@ -1,5 +1,5 @@
-//! The command store port: users, plans, subscriptions, payments, idempotency keys and the
-//! transactional outbox, under ACID. PostgreSQL at scale ([`PostgresStore`]), SQLite on the
+//! The command store port: users, plans, subscriptions, payments, idempotency keys, API keys
+//! and the transactional outbox, under ACID. PostgreSQL at scale ([`PostgresStore`]), SQLite on the
 //! embedded default ([`SqliteStore`]); both run the same SQL ([`common`]) except for their DDL and
 //! the way the outbox is claimed. See `store.md` for the invariants.
 
@@ -19,6 +19,7 @@ use crate::domain::{
     rfc3339, Currency, Email, IdempotencyKey, Millis, Name, PlanId, PlanPeriod, PriceCents,
     SubscriptionId, UserId,
 };
+use crate::keys::{ApiKey, Role};
 use crate::outbox::OutboxEvent;
 use crate::payments::Charge;
 
@@ -38,6 +39,10 @@ pub enum StoreError {
     /// A stored value cannot be read back (a bug or a manual edit).
     #[error("command store holds a bad value: {0}")]
     Corrupt(String),
+    /// The user already has an active subscription to the plan (the one-active-per-plan
+    /// index refused a second one).
+    #[error("user {user_id} already has an active subscription to plan {plan_id}")]
+    AlreadySubscribed { user_id: i64, plan_id: i64 },
 }
 
 impl StoreError {
@@ -228,8 +233,12 @@ pub trait CommandStore: Send + Sync + 'static {
     /// Forgets finished keys created before `before` (kept at least 24 h by the caller).
     async fn purge_keys(&self, before: Millis) -> Result<u64, StoreError>;
 
+    /// Whether `user` has an active subscription to `plan` (checked before charging).
+    async fn has_active_subscription(&self, user: UserId, plan: PlanId)
+        -> Result<bool, StoreError>;
     /// Subscription, payment, `SubscriptionCreated` outbox event and the key's response: one
-    /// transaction.
+    /// transaction. [`StoreError::AlreadySubscribed`] (and nothing written) when the user
+    /// already has an active subscription to the plan, however concurrent the requests.
     async fn create_subscription(
         &self,
         new: &NewSubscription,
@@ -258,6 +267,28 @@ pub trait CommandStore: Send + Sync + 'static {
     /// Distinct users with an active subscription at `at`.
     async fn active_users(&self, at: Millis) -> Result<i64, StoreError>;
     async fn churn(&self, from: Millis, to: Millis) -> Result<ChurnCounts, StoreError>;
+
+    /// Keeps a new API key: its SHA-256 (`hash_hex`), never the key. [`StoreError::Conflict`]
+    /// when an active key already has `name`.
+    async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        prefix: &str,
+        hash_hex: &str,
+        now: Millis,
+    ) -> Result<ApiKey, StoreError>;
+    /// The active (not revoked) key with this hash.
+    async fn api_key_by_hash(&self, hash_hex: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Every key, revoked ones included, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes the active key named `name_or_prefix`, or else the one active key with that
+    /// prefix ([`StoreError::Conflict`] if several share it); `None` when no key matches.
+    async fn revoke_api_key(
+        &self,
+        name_or_prefix: &str,
+        now: Millis,
+    ) -> Result<Option<ApiKey>, StoreError>;
 
     async fn ready(&self) -> bool;
 }

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::common::{command_store, outbox_from, Backend, OUTBOX_COLUMNS};
+use super::common::{
+    command_store, duplicate_subscriptions, outbox_from, Backend, DUPLICATE_ACTIVE_SUBSCRIPTIONS,
+    ONE_ACTIVE_SUBSCRIPTION_PER_PLAN, OUTBOX_COLUMNS,
+};
 use super::{OutboxBatch, StoreError};
 use crate::domain::Millis;
 use crate::outbox::OutboxEvent;
@@ -66,6 +69,15 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     body TEXT,
     started_at BIGINT NOT NULL,
     created_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('ingest', 'read', 'admin')),
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT);
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
 ";
 
 /// Serializes schema creation across processes starting together (concurrent `CREATE TABLE IF
@@ -101,10 +113,30 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("create postgres schema"))?;
+        if let Some(row) = sqlx::query(DUPLICATE_ACTIVE_SUBSCRIPTIONS)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::database("look for duplicate subscriptions"))?
+        {
+            let get = |name: &str| row.try_get::<i64, _>(name);
+            let (user, plan, active) = (get("user_id"), get("plan_id"), get("active"));
+            return Err(match (user, plan, active) {
+                (Ok(user), Ok(plan), Ok(active)) => duplicate_subscriptions(user, plan, active),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                    StoreError::database("duplicate subscriptions")(error)
+                }
+            });
+        }
+        sqlx::query(ONE_ACTIVE_SUBSCRIPTION_PER_PLAN)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("index active subscriptions"))?;
         tx.commit()
             .await
             .map_err(StoreError::database("commit schema"))?;
-        Ok(PostgresStore { pool })
+        let store = PostgresStore { pool };
+        store.hash_plaintext_fingerprints().await?;
+        Ok(store)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::common::{command_store, outbox_from, Backend, OUTBOX_COLUMNS};
+use super::common::{
+    command_store, duplicate_subscriptions, outbox_from, Backend, DUPLICATE_ACTIVE_SUBSCRIPTIONS,
+    ONE_ACTIVE_SUBSCRIPTION_PER_PLAN, OUTBOX_COLUMNS,
+};
 use super::{OutboxBatch, StoreError};
 use crate::domain::Millis;
 use crate::outbox::OutboxEvent;
@@ -69,6 +72,15 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     body TEXT,
     started_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('ingest', 'read', 'admin')),
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
 ";
 
 pub struct SqliteStore {
@@ -108,11 +120,31 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .map_err(StoreError::database("create sqlite schema"))?;
-        Ok(SqliteStore {
+        if let Some(row) = sqlx::query(DUPLICATE_ACTIVE_SUBSCRIPTIONS)
+            .fetch_optional(&pool)
+            .await
+            .map_err(StoreError::database("look for duplicate subscriptions"))?
+        {
+            let get = |name: &str| row.try_get::<i64, _>(name);
+            let (user, plan, active) = (get("user_id"), get("plan_id"), get("active"));
+            return Err(match (user, plan, active) {
+                (Ok(user), Ok(plan), Ok(active)) => duplicate_subscriptions(user, plan, active),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                    StoreError::database("duplicate subscriptions")(error)
+                }
+            });
+        }
+        sqlx::query(ONE_ACTIVE_SUBSCRIPTION_PER_PLAN)
+            .execute(&pool)
+            .await
+            .map_err(StoreError::database("index active subscriptions"))?;
+        let store = SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
             relay: Arc::new(Mutex::new(())),
-        })
+        };
+        store.hash_plaintext_fingerprints().await?;
+        Ok(store)
     }
 
     async fn write_lock(&self) -> OwnedMutexGuard<()> {

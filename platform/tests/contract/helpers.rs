@@ -102,9 +102,13 @@ impl Backend {
     }
 
     /// PostgreSQL (a fresh database), Cassandra (a fresh keyspace), Redis (a fresh prefix).
+    /// Without `PLAYPULSE_TEST_CASSANDRA` the read model is the local one, so that the command
+    /// store's contract still runs on PostgreSQL where no Cassandra is at hand.
     pub async fn engines() -> Option<Backend> {
         let postgres = testkit::engines::postgres()?;
-        let cassandra = testkit::engines::cassandra()?;
+        let cassandra = std::env::var("PLAYPULSE_TEST_CASSANDRA")
+            .ok()
+            .filter(|nodes| !nodes.trim().is_empty());
         let redis = testkit::engines::redis()?;
         let dir = tempfile::tempdir().unwrap();
         let mut settings = settings(dir.path());
@@ -122,21 +126,37 @@ impl Backend {
             .map_or(postgres.as_str(), |(base, _)| base);
         settings.commands.kind = CommandStoreKind::Postgres;
         settings.commands.postgres_url = format!("{base}/{database}");
-        settings.read_model.kind = ReadModelKind::Cassandra;
-        settings.read_model.keyspace = testkit::unique_name("pp_test");
-        settings.cassandra.nodes = vec![cassandra.clone()];
         let store = PostgresStore::connect(&settings.commands.postgres_url, 16)
             .await
             .unwrap();
-        let read_model = CassandraReadModel::connect(&CassandraReadModelConfig {
-            nodes: vec![cassandra],
-            keyspace: settings.read_model.keyspace.clone(),
-            replication: settings.cassandra.replication.clone(),
-            local_datacenter: "datacenter1".into(),
-            request_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("Cassandra read model");
+        let read_model: Arc<dyn ReadModel> = match cassandra {
+            Some(cassandra) => {
+                settings.read_model.kind = ReadModelKind::Cassandra;
+                settings.read_model.keyspace = testkit::unique_name("pp_test");
+                settings.cassandra.nodes = vec![cassandra.clone()];
+                Arc::new(
+                    CassandraReadModel::connect(&CassandraReadModelConfig {
+                        nodes: vec![cassandra],
+                        keyspace: settings.read_model.keyspace.clone(),
+                        replication: settings.cassandra.replication.clone(),
+                        local_datacenter: "datacenter1".into(),
+                        request_timeout: Duration::from_secs(5),
+                    })
+                    .await
+                    .expect("Cassandra read model"),
+                )
+            }
+            None => {
+                eprintln!(
+                    "PLAYPULSE_TEST_CASSANDRA is unset: PostgreSQL with the local read model"
+                );
+                Arc::new(
+                    LocalReadModel::open(&settings.read_model_path())
+                        .await
+                        .unwrap(),
+                )
+            }
+        };
         let cache = RedisCache::new(
             &redis,
             &format!("{}:", testkit::unique_name("pp_test")),
@@ -146,7 +166,7 @@ impl Backend {
         Some(Backend {
             name: "engines",
             store: Arc::new(store),
-            read_model: Arc::new(read_model),
+            read_model,
             cache: Arc::new(cache),
             gateway: Arc::new(SimulatedGateway::new()),
             settings,
@@ -181,6 +201,61 @@ impl Backend {
             },
             Arc::new(Notify::new()),
         )
+    }
+
+    /// The first column of each row `sql` returns, read straight from the command store's
+    /// database (what anyone holding the file or the database sees); cast it to text in SQL.
+    pub async fn raw_strings(&self, sql: &str) -> Vec<String> {
+        use sqlx::Row;
+        let rows = match self.settings.commands.kind {
+            CommandStoreKind::Sqlite => {
+                let pool = self.raw_sqlite().await;
+                let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+                let texts = rows.iter().map(|row| row.get::<String, _>(0)).collect();
+                pool.close().await;
+                texts
+            }
+            CommandStoreKind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.settings.commands.postgres_url)
+                    .await
+                    .unwrap();
+                let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+                let texts = rows.iter().map(|row| row.get::<String, _>(0)).collect();
+                pool.close().await;
+                texts
+            }
+        };
+        rows
+    }
+
+    /// Runs one statement straight on the command store's database (to fake an older one).
+    pub async fn raw_execute(&self, sql: &str) {
+        match self.settings.commands.kind {
+            CommandStoreKind::Sqlite => {
+                let pool = self.raw_sqlite().await;
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            CommandStoreKind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.settings.commands.postgres_url)
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
+    async fn raw_sqlite(&self) -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.settings.sqlite_path())
+            .busy_timeout(Duration::from_secs(5));
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    }
+
+    /// Opens the command store again, as a restart (or a newer version) would.
+    pub async fn reopen_store(&self) -> Result<Arc<dyn CommandStore>, platform::PlatformError> {
+        platform::open_store(&self.settings).await
     }
 
     /// Publishes until the outbox is empty.

@@ -8,6 +8,11 @@ use crate::helpers::{eventually, Backend};
 both_backends!(
     bad_input_gets_a_400_naming_the_field,
     the_whole_flow_works_over_http_with_idempotency_and_cache_headers,
+    report_instants_outside_years_1970_to_9999_get_a_400_naming_the_parameter,
+    commands_refuse_bodies_not_sent_as_json_with_a_415,
+    error_texts_quote_no_parser_internals_and_at_most_64_characters_of_input,
+    a_card_number_as_payment_token_is_refused_before_anything_is_kept_or_charged,
+    a_second_subscription_to_the_same_plan_is_a_409_without_a_charge,
 );
 
 struct Server {
@@ -43,6 +48,25 @@ impl Server {
             .json(&body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A POST with exactly this body and these headers (no JSON content type added).
+    async fn post_raw(
+        &self,
+        path: &str,
+        body: &'static str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("http://{}{path}", self.addr))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -90,6 +114,21 @@ async fn bad_input_gets_a_400_naming_the_field(backend: Backend) {
         ("/v1/users", with(&user, "email", Value::Null), "email"),
         ("/v1/users", with(&user, "country", json!("XX")), "country"),
         ("/v1/users", with(&user, "name", json!(42)), "name"),
+        (
+            "/v1/plans",
+            with(&plan, "currency", json!("ABC")),
+            "currency",
+        ),
+        (
+            "/v1/plans",
+            with(&plan, "currency", json!("XXX")),
+            "currency",
+        ),
+        (
+            "/v1/plans",
+            with(&plan, "currency", json!("XTS")),
+            "currency",
+        ),
         (
             "/v1/plans",
             with(&plan, "price_cents", json!(-1)),
@@ -195,7 +234,10 @@ async fn the_whole_flow_works_over_http_with_idempotency_and_cache_headers(backe
     other["payment_method"]["token"] = json!("tok_mastercard");
     let (status, _) = server.post("/v1/subscriptions", other, Some(&key)).await;
     assert_eq!(status, 422);
-    let declined = json!({"user_id": user["id"], "plan_id": plan["id"], "payment_method": {"token": "tok_chargeDeclined"}});
+    let (_, other_plan) = server
+        .post("/v1/plans", json!({"name": "Basic", "price_cents": 599, "currency": "EUR", "period": "monthly", "available": true}), None)
+        .await;
+    let declined = json!({"user_id": user["id"], "plan_id": other_plan["id"], "payment_method": {"token": "tok_chargeDeclined"}});
     let (status, _) = server
         .post("/v1/subscriptions", declined, Some("declined-key"))
         .await;
@@ -267,6 +309,222 @@ async fn the_whole_flow_works_over_http_with_idempotency_and_cache_headers(backe
         profile["subscription_active"] == json!(false)
     })
     .await;
+}
+
+async fn report_instants_outside_years_1970_to_9999_get_a_400_naming_the_parameter(
+    backend: Backend,
+) {
+    let server = Server::start(&backend).await;
+    let cases = [
+        ("/v1/reports/mrr?at=253402300800000", "at"),
+        ("/v1/reports/mrr?at=9223372036854775807", "at"),
+        ("/v1/reports/mrr?at=-1", "at"),
+        ("/v1/reports/active-subscribers?at=253402300800000", "at"),
+        ("/v1/reports/churn?from=253402300800000", "from"),
+        ("/v1/reports/churn?from=0&to=253402300800000", "to"),
+        ("/v1/reports/churn?from=1969-12-31T23:59:59Z", "from"),
+    ];
+    for (path, field) in cases {
+        let (status, _, error) = server.get(path).await;
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {error}"
+        );
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|text| text.contains("9999")),
+            "{error}"
+        );
+    }
+    // The edges of the range are fine.
+    let (status, _, mrr) = server.get("/v1/reports/mrr?at=253402300799999").await;
+    assert_eq!(
+        (status, mrr["at"].as_str()),
+        (200, Some("9999-12-31T23:59:59.999Z"))
+    );
+    let (status, _, _) = server
+        .get("/v1/reports/churn?from=0&to=9999-12-31T23:59:59Z")
+        .await;
+    assert_eq!(status, 200);
+}
+
+async fn commands_refuse_bodies_not_sent_as_json_with_a_415(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let user = r#"{"email": "csrf@example.com", "name": "Ada", "country": "FR"}"#;
+    let plan = r#"{"name": "Basic", "price_cents": 999, "currency": "EUR", "period": "monthly", "available": true}"#;
+    let subscription = r#"{"user_id": 1, "plan_id": 1, "payment_method": {"token": "tok_visa"}}"#;
+    // What an HTML form on another site can send without a CORS preflight, or no type at all.
+    let forms: [&[(&str, &str)]; 4] = [
+        &[("content-type", "text/plain")],
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &[("content-type", "multipart/form-data; boundary=x")],
+        &[],
+    ];
+    for headers in forms {
+        for (path, body) in [
+            ("/v1/users", user),
+            ("/v1/plans", plan),
+            ("/v1/subscriptions", subscription),
+        ] {
+            let mut headers = headers.to_vec();
+            headers.push(("idempotency-key", "csrf-key"));
+            let (status, error) = server.post_raw(path, body, &headers).await;
+            assert_eq!(status, 415, "{path} {headers:?}: {error}");
+            assert!(error["error"]
+                .as_str()
+                .is_some_and(|text| text.contains("application/json")));
+        }
+        let (status, _) = server
+            .post_raw("/v1/subscriptions/1/cancel", "{}", headers)
+            .await;
+        assert_eq!(status, 415, "cancel with a body {headers:?}");
+    }
+    assert!(
+        backend.store.plans().await.unwrap().is_empty(),
+        "nothing was created"
+    );
+    assert_eq!(backend.gateway.charges_made(), 0);
+    // JSON with parameters is JSON; a cancel without a body needs no content type.
+    let json = [("content-type", "application/json; charset=utf-8")];
+    let (status, created) = server.post_raw("/v1/users", user, &json).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, created) = server.post_raw("/v1/plans", plan, &json).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, error) = server
+        .post_raw("/v1/subscriptions/999/cancel", "", &[])
+        .await;
+    assert_eq!(status, 404, "past the media type check: {error}");
+    let (status, _) = server
+        .post_raw(
+            "/v1/subscriptions/999/cancel",
+            "",
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert_eq!(
+        status, 415,
+        "a declared non-JSON type is refused even when empty"
+    );
+}
+
+async fn error_texts_quote_no_parser_internals_and_at_most_64_characters_of_input(
+    backend: Backend,
+) {
+    let server = Server::start(&backend).await;
+    let json = [("content-type", "application/json")];
+    let (status, error) = server
+        .post_raw("/v1/users", r#"{"email": tok_4242424242424242}"#, &json)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        error["error"],
+        "the body is not valid JSON (line 1, column 12)"
+    );
+    let (status, error) = server.post_raw("/v1/users", r#"{"email": "#, &json).await;
+    assert_eq!(status, 400);
+    let text = error["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("the body is not valid JSON (line 1, column "),
+        "{text}"
+    );
+    let long = "9".repeat(5_000) + "x";
+    let (status, _, error) = server.get(&format!("/v1/users/{long}")).await;
+    assert_eq!((status, error["field"].as_str()), (400, Some("user_id")));
+    let text = error["error"].as_str().unwrap();
+    assert!(text.len() < 200 && text.contains('…'), "{text}");
+    let long_country = "Z".repeat(5_000);
+    let (status, error) = server
+        .post(
+            "/v1/users",
+            json!({"email": "a@example.com", "name": "Ada", "country": long_country}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().len() < 200, "{error}");
+    let (status, _, error) = server
+        .get(&format!("/v1/reports/mrr?at={}", "y".repeat(5_000)))
+        .await;
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().len() < 200, "{error}");
+}
+
+async fn a_card_number_as_payment_token_is_refused_before_anything_is_kept_or_charged(
+    backend: Backend,
+) {
+    let server = Server::start(&backend).await;
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let (_, user) = server
+        .post(
+            "/v1/users",
+            json!({"email": email, "name": "Ada", "country": "FR"}),
+            None,
+        )
+        .await;
+    let (_, plan) = server
+        .post("/v1/plans", json!({"name": "Premium", "price_cents": 1299, "currency": "EUR", "period": "monthly", "available": true}), None)
+        .await;
+    let key = uuid::Uuid::new_v4().to_string();
+    for pan in [
+        "4242424242424242",
+        "4242 4242 4242 4242",
+        "5555-5555-5555-4444",
+    ] {
+        let body =
+            json!({"user_id": user["id"], "plan_id": plan["id"], "payment_method": {"token": pan}});
+        let (status, error) = server.post("/v1/subscriptions", body, Some(&key)).await;
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (400, Some("payment_method.token"))
+        );
+        assert!(!error.to_string().contains("4444") && !error.to_string().contains("4242"));
+    }
+    assert_eq!(backend.gateway.charges_made(), 0);
+    let kept = backend
+        .raw_strings("SELECT key FROM idempotency_keys")
+        .await;
+    assert!(
+        kept.is_empty(),
+        "[{}] no key was claimed: {kept:?}",
+        backend.name
+    );
+    // The key is still free for the real request.
+    let body = json!({"user_id": user["id"], "plan_id": plan["id"], "payment_method": {"token": "tok_visa"}});
+    let (status, created) = server.post("/v1/subscriptions", body, Some(&key)).await;
+    assert_eq!(status, 201, "{created}");
+}
+
+async fn a_second_subscription_to_the_same_plan_is_a_409_without_a_charge(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let (_, user) = server
+        .post(
+            "/v1/users",
+            json!({"email": email, "name": "Ada", "country": "FR"}),
+            None,
+        )
+        .await;
+    let (_, plan) = server
+        .post("/v1/plans", json!({"name": "Premium", "price_cents": 1299, "currency": "EUR", "period": "monthly", "available": true}), None)
+        .await;
+    let body = json!({"user_id": user["id"], "plan_id": plan["id"], "payment_method": {"token": "tok_visa"}});
+    let (status, _) = server
+        .post("/v1/subscriptions", body.clone(), Some("first-key"))
+        .await;
+    assert_eq!(status, 201);
+    let (status, error) = server
+        .post("/v1/subscriptions", body, Some("second-key"))
+        .await;
+    assert_eq!(status, 409, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|text| text.contains("already has an active subscription")),
+        "{error}"
+    );
+    assert_eq!(backend.gateway.charges_made(), 1);
 }
 
 trait StatusBody {
