@@ -54,7 +54,7 @@ fn parsing(c: &mut Criterion) {
     group.bench_function("simd_json_lenient_validated", |b| {
         b.iter_batched_ref(
             || body.clone(),
-            |body| decode_events(body, BodyFormat::JsonArray, 10_000, &ctx).unwrap(),
+            |body| decode_events(body, BodyFormat::JsonArray, 10_000, &ctx, None).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod sidepath;
 pub mod sink;
 pub mod telemetry;
+pub mod tokens;
 
 /// The server clock, epoch ms.
 pub fn now_ms() -> i64 {

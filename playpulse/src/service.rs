@@ -9,13 +9,14 @@ use anyhow::Context;
 use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
 use event_cql::CassandraConfig;
 use ingest::config::{CacheKind, HistoryLayout, SinkKind};
-use ingest::http::{self, AppState};
+use ingest::http::{self, AppState, PlaybackSessions};
 use ingest::pipeline::{Pipeline, PipelineWorkers};
 use ingest::sink::cassandra::{CassandraChunks, CassandraSink};
 use ingest::sink::embedded::{open_packed, EmbeddedSink, StoreOptions};
 use ingest::sink::packed::PackedSink;
 use ingest::sink::EventSink;
 use ingest::telemetry::Metrics;
+use ingest::tokens::PlaybackTokens;
 use platform::keys::ApiKeys;
 use platform::Platform;
 
@@ -162,6 +163,12 @@ impl Service {
             metrics,
             server: Arc::new(settings.server.clone()),
             ready: Arc::new(AtomicBool::new(false)),
+            playback_tokens: settings.auth.playback_tokens.then(|| PlaybackSessions {
+                tokens: Arc::new(PlaybackTokens::new(
+                    settings.auth.playback_token_secret.as_bytes(),
+                )),
+                ttl: settings.auth.playback_token_ttl,
+            }),
         };
         Ok(Service {
             state,

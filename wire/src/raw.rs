@@ -57,6 +57,8 @@ pub struct RawEvent<'a> {
     pub cdn: Option<Scalar<'a>>,
     pub app_version: Option<Scalar<'a>>,
     pub country: Option<Scalar<'a>>,
+    /// The session's playback token (checked with `auth.playback_tokens`, never stored).
+    pub playback_token: Option<Scalar<'a>>,
     /// Bytes of keys and values, unknown fields included (an approximation of its JSON size).
     pub approx_bytes: usize,
     /// The first known field that appeared twice.
@@ -254,6 +256,7 @@ enum Field {
     Cdn,
     AppVersion,
     Country,
+    PlaybackToken,
     Unknown,
 }
 
@@ -276,6 +279,7 @@ impl Field {
             "cdn" => Field::Cdn,
             "app_version" => Field::AppVersion,
             "country" => Field::Country,
+            "playback_token" => Field::PlaybackToken,
             _ => Field::Unknown,
         }
     }
@@ -298,6 +302,7 @@ impl Field {
             Field::Cdn => "cdn",
             Field::AppVersion => "app_version",
             Field::Country => "country",
+            Field::PlaybackToken => "playback_token",
             Field::Unknown => return None,
         })
     }
@@ -322,6 +327,7 @@ impl<'a> RawEvent<'a> {
             Field::Cdn => &mut self.cdn,
             Field::AppVersion => &mut self.app_version,
             Field::Country => &mut self.country,
+            Field::PlaybackToken => &mut self.playback_token,
             Field::Unknown => return None,
         })
     }

@@ -40,6 +40,9 @@ pub enum EventError {
     /// lone surrogate escape, nesting past the limit); the text says which field.
     #[error("{0}")]
     Unreadable(String),
+    /// With playback tokens on: the event's token does not let it in (the reason says why).
+    #[error("playback_token {0}")]
+    PlaybackToken(String),
 }
 
 impl EventError {
@@ -54,6 +57,7 @@ impl EventError {
             EventError::TooLarge { .. } => "too_large",
             EventError::DuplicateField(_) => "duplicate_field",
             EventError::Unreadable(_) => "unreadable_value",
+            EventError::PlaybackToken(_) => "playback_token",
         }
     }
 }

@@ -2,12 +2,13 @@ use std::ops::Range;
 
 use serde::de::DeserializeSeed;
 use wire::{
-    validate_read, ElementSeed, ElementsSeed, EventError, PlaybackEvent, RawEvent, Shape,
+    validate_read, ElementSeed, ElementsSeed, EventError, PlaybackEvent, RawEvent, Scalar, Shape,
     ValidationContext,
 };
 
 use super::scan::{self, Scanned};
 use super::{BodyFormat, CodecError};
+use crate::tokens::TokenCheck;
 
 /// One event rejected on its own: its position in the request and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +36,9 @@ pub fn decode_events(
     format: BodyFormat,
     max_events: usize,
     ctx: &ValidationContext,
+    tokens: Option<TokenCheck<'_>>,
 ) -> Result<Decoded, CodecError> {
+    let checks = Checks { ctx, tokens };
     // simd-json unescapes strings in place even when it then fails: a body with escapes is
     // kept as sent for the slow path (players rarely send any).
     let escaped = memchr::memchr(b'\\', body).is_some();
@@ -50,28 +53,54 @@ pub fn decode_events(
             }
             if !lone_surrogate {
                 let mut decoded = Decoded::default();
-                if let Some(result) = parse_array(body, max_events, ctx, &mut decoded) {
+                if let Some(result) = parse_array(body, max_events, checks, &mut decoded) {
                     return result.map(|()| decoded);
                 }
             }
             let pristine = original.as_deref().unwrap_or(body);
-            read_array_alone(pristine, max_events, ctx)
+            read_array_alone(pristine, max_events, checks)
         }
         BodyFormat::Ndjson => {
             let pristine = original.as_deref();
-            parse_lines(body, pristine, lone_surrogate, max_events, ctx)
+            parse_lines(body, pristine, lone_surrogate, max_events, checks)
         }
+    }
+}
+
+/// What decides on each event read: its own validity, and its playback token when tokens
+/// are on.
+#[derive(Clone, Copy)]
+struct Checks<'a> {
+    ctx: &'a ValidationContext,
+    tokens: Option<TokenCheck<'a>>,
+}
+
+impl Checks<'_> {
+    fn accept(&self, shape: Shape, raw: &RawEvent<'_>) -> Result<PlaybackEvent, EventError> {
+        let event = validate_read(shape, raw, self.ctx)?;
+        if let Some(check) = &self.tokens {
+            let token = match &raw.playback_token {
+                None | Some(Scalar::Null) => None,
+                Some(Scalar::Str(token)) => Some(token.as_ref()),
+                Some(_) => return Err(EventError::PlaybackToken("must be a string".to_owned())),
+            };
+            check
+                .tokens
+                .check(token, &event, check.origin, self.ctx.received_at)
+                .map_err(|error| EventError::PlaybackToken(error.to_string()))?;
+        }
+        Ok(event)
     }
 }
 
 /// Events and rejections in request order.
 fn each_into<'d>(
     decoded: &'d mut Decoded,
-    ctx: &'d ValidationContext,
+    checks: Checks<'d>,
 ) -> impl FnMut(Shape, &RawEvent<'_>) + 'd {
     let mut index = 0;
     move |shape: Shape, raw: &RawEvent<'_>| {
-        match validate_read(shape, raw, ctx) {
+        match checks.accept(shape, raw) {
             Ok(event) => decoded.events.push(event),
             Err(error) => decoded.rejected.push(Rejection { index, error }),
         }
@@ -83,13 +112,13 @@ fn each_into<'d>(
 fn parse_array(
     body: &mut [u8],
     max_events: usize,
-    ctx: &ValidationContext,
+    checks: Checks<'_>,
     decoded: &mut Decoded,
 ) -> Option<Result<(), CodecError>> {
     let mut deserializer = simd_json::Deserializer::from_slice(body).ok()?;
     let count = ElementsSeed {
         max: max_events,
-        each: &mut each_into(decoded, ctx),
+        each: &mut each_into(decoded, checks),
     }
     .deserialize(&mut deserializer)
     .ok()?;
@@ -103,7 +132,7 @@ fn parse_array(
 fn read_array_alone(
     doc: &[u8],
     max_events: usize,
-    ctx: &ValidationContext,
+    checks: Checks<'_>,
 ) -> Result<Decoded, CodecError> {
     let elements = match scan::scan_array(doc) {
         Err(not_json) => return Err(CodecError::Malformed(format!("not valid JSON: {not_json}"))),
@@ -125,7 +154,7 @@ fn read_array_alone(
             element.range.clone(),
             element.anomaly.as_ref(),
             &mut scratch,
-            ctx,
+            checks,
         );
         match read {
             Ok(event) => decoded.events.push(event),
@@ -141,7 +170,7 @@ fn read_alone(
     range: Range<usize>,
     anomaly: Option<&scan::Anomaly>,
     scratch: &mut Vec<u8>,
-    ctx: &ValidationContext,
+    checks: Checks<'_>,
 ) -> Result<PlaybackEvent, EventError> {
     let element = &doc[range];
     if let Some(anomaly) = anomaly {
@@ -170,7 +199,7 @@ fn read_alone(
     }
     .deserialize(&mut deserializer)
     .map_err(unreadable)?;
-    validate_read(shape, &event, ctx)
+    checks.accept(shape, &event)
 }
 
 /// An element simd-json could not read although it is valid JSON: our own limits (nesting)
@@ -197,7 +226,7 @@ fn parse_lines(
     pristine: Option<&[u8]>,
     lone_surrogate: bool,
     max_events: usize,
-    ctx: &ValidationContext,
+    checks: Checks<'_>,
 ) -> Result<Decoded, CodecError> {
     let mut decoded = Decoded::default();
     let mut buffers = simd_json::Buffers::default();
@@ -226,7 +255,7 @@ fn parse_lines(
                     .deserialize(&mut deserializer)
                 });
             if let Ok(shape) = parsed {
-                match validate_read(shape, &event, ctx) {
+                match checks.accept(shape, &event) {
                     Ok(valid) => decoded.events.push(valid),
                     Err(error) => decoded.rejected.push(Rejection { index, error }),
                 }
@@ -242,7 +271,7 @@ fn parse_lines(
             ))
         })?;
         let whole = 0..as_sent.len();
-        match read_alone(&as_sent, whole, anomaly.as_ref(), &mut scratch, ctx) {
+        match read_alone(&as_sent, whole, anomaly.as_ref(), &mut scratch, checks) {
             Ok(valid) => decoded.events.push(valid),
             Err(error) => decoded.rejected.push(Rejection { index, error }),
         }
@@ -274,7 +303,7 @@ mod tests {
     const ID2: &str = "2b4e28ba-2fa1-41d2-883f-0016d3cca427";
 
     fn decode(body: &str, format: BodyFormat) -> Result<Decoded, CodecError> {
-        decode_events(&mut body.as_bytes().to_vec(), format, 10, &ctx())
+        decode_events(&mut body.as_bytes().to_vec(), format, 10, &ctx(), None)
     }
 
     #[test]
@@ -477,15 +506,15 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
-            let _ = decode_events(&mut bytes.clone(), BodyFormat::JsonArray, 100, &ctx());
-            let _ = decode_events(&mut bytes.clone(), BodyFormat::Ndjson, 100, &ctx());
+            let _ = decode_events(&mut bytes.clone(), BodyFormat::JsonArray, 100, &ctx(), None);
+            let _ = decode_events(&mut bytes.clone(), BodyFormat::Ndjson, 100, &ctx(), None);
         }
 
         #[test]
         fn arbitrary_json_values_never_panic(value in arb_json()) {
             let text = serde_json::to_string(&value).unwrap();
-            let _ = decode_events(&mut text.clone().into_bytes(), BodyFormat::JsonArray, 100, &ctx());
-            let _ = decode_events(&mut text.into_bytes(), BodyFormat::Ndjson, 100, &ctx());
+            let _ = decode_events(&mut text.clone().into_bytes(), BodyFormat::JsonArray, 100, &ctx(), None);
+            let _ = decode_events(&mut text.into_bytes(), BodyFormat::Ndjson, 100, &ctx(), None);
         }
 
         /// Any JSON array, whatever its numbers, escapes and unknown fields, gets one decision
@@ -494,7 +523,7 @@ mod tests {
         #[test]
         fn every_valid_json_array_gets_per_event_decisions(text in arb_json_array_text()) {
             let elements = serde_json::from_str::<Vec<serde::de::IgnoredAny>>(&text);
-            let decoded = decode_events(&mut text.clone().into_bytes(), BodyFormat::JsonArray, 1000, &ctx());
+            let decoded = decode_events(&mut text.clone().into_bytes(), BodyFormat::JsonArray, 1000, &ctx(), None);
             match (elements, decoded) {
                 (Ok(elements), Ok(decoded)) => {
                     proptest::prop_assert_eq!(decoded.events.len() + decoded.rejected.len(), elements.len());

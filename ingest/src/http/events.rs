@@ -12,6 +12,7 @@ use wire::ValidationContext;
 use super::{ApiError, AppState};
 use crate::codec::{self, BodyEncoding, BodyFormat, CodecError, Decoded};
 use crate::pipeline::AdmissionPermit;
+use crate::tokens::TokenCheck;
 
 /// Bodies at least this large are decoded on the blocking pool: async code must not hold a
 /// worker thread for more than about half a millisecond.
@@ -83,7 +84,8 @@ async fn ingest(
         started + state.server.request_timeout,
     )
     .await?;
-    ingest_body_with(state, format, encoding, raw, started, permit).await
+    let origin = header_text(headers, header::ORIGIN)?.map(str::to_owned);
+    ingest_body_with(state, format, encoding, raw, started, permit, origin).await
 }
 
 /// Everything after the body is read: decompress, admit, parse and validate, write, acknowledge.
@@ -98,7 +100,7 @@ pub async fn ingest_body(
         .pipeline
         .admit(raw.len(), started + state.server.request_timeout)
         .await?;
-    ingest_body_with(state, format, encoding, raw, started, permit).await
+    ingest_body_with(state, format, encoding, raw, started, permit, None).await
 }
 
 async fn ingest_body_with(
@@ -108,6 +110,7 @@ async fn ingest_body_with(
     raw: bytes::Bytes,
     started: Instant,
     mut permit: AdmissionPermit,
+    origin: Option<String>,
 ) -> Result<Ack, ApiError> {
     let server = &state.server;
     let deadline = started + server.request_timeout;
@@ -140,9 +143,17 @@ async fn ingest_body_with(
         max_future_ms: server.max_clock_skew.as_millis().min(i64::MAX as u128) as i64,
     };
     let max_events = server.max_events_per_request.get();
+    let tokens = state
+        .playback_tokens
+        .as_ref()
+        .map(|sessions| sessions.tokens.clone());
     let Decoded { events, rejected } = off_the_runtime(plain.len(), move || {
         let mut plain = plain;
-        codec::decode_events(&mut plain, format, max_events, &ctx)
+        let check = tokens.as_deref().map(|tokens| TokenCheck {
+            tokens,
+            origin: origin.as_deref(),
+        });
+        codec::decode_events(&mut plain, format, max_events, &ctx, check)
     })
     .await??;
 

@@ -4,6 +4,7 @@ mod error;
 mod events;
 mod health;
 mod history;
+mod sessions;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -14,11 +15,13 @@ use axum::Router;
 
 pub use error::ApiError;
 pub use events::{ingest_body, Ack, RejectedEvent};
+pub use sessions::NewSession;
 
 use crate::config::ServerSettings;
 use crate::pipeline::Pipeline;
 use crate::sink::EventSink;
 use crate::telemetry::Metrics;
+use crate::tokens::PlaybackTokens;
 use cache::Cache;
 
 /// What every handler can reach.
@@ -31,10 +34,24 @@ pub struct AppState {
     pub server: Arc<ServerSettings>,
     /// False while starting and while draining.
     pub ready: Arc<AtomicBool>,
+    /// With `auth.playback_tokens`: every event must carry its session's token.
+    pub playback_tokens: Option<PlaybackSessions>,
+}
+
+/// How playback tokens are issued and checked.
+#[derive(Clone)]
+pub struct PlaybackSessions {
+    pub tokens: Arc<PlaybackTokens>,
+    /// How long an issued token is valid.
+    pub ttl: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.playback_tokens.is_some() {
+        router = router.route("/v1/playback-sessions", post(sessions::create_session));
+    }
+    router
         .route("/v1/events", post(events::post_events))
         .route("/v1/users/{user_id}/history", get(history::get_history))
         .route("/healthz", get(health::healthz))

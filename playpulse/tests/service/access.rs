@@ -306,3 +306,125 @@ fn the_keys_command_prints_a_key_once_lists_and_revokes() {
     let (_, list, _) = playpulse(&["keys", "list"]);
     assert!(!list.lines().nth(1).unwrap_or("").ends_with(" -"), "{list}");
 }
+
+#[tokio::test]
+async fn with_playback_tokens_only_events_carrying_their_sessions_token_are_stored() {
+    let app = spawn_app_with(&[
+        ("PLAYPULSE_AUTH__ENABLED", "true"),
+        ("PLAYPULSE_AUTH__PLAYBACK_TOKENS", "true"),
+        (
+            "PLAYPULSE_AUTH__PLAYBACK_TOKEN_SECRET",
+            "a test secret of at least thirty-two bytes",
+        ),
+    ])
+    .await;
+    let admin = create_key(&app, Role::Admin, "backend").await;
+    let ingest = create_key(&app, Role::Ingest, "players").await;
+    let read = create_key(&app, Role::Read, "history").await;
+    let origin = "https://player.example.com";
+    let user = fresh_user();
+    let template = events_for(user, 1).remove(0);
+    let session = template["session_id"].as_str().unwrap().to_owned();
+    let content = template["content_id"].as_u64().unwrap();
+
+    let ask = |key: &str| {
+        app.client
+            .post(app.url("/v1/playback-sessions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({
+                "session_id": session, "user_id": user, "content_id": content, "origin": origin
+            }))
+            .send()
+    };
+    assert_eq!(
+        ask(&ingest).await.unwrap().status(),
+        403,
+        "issuing is for admins"
+    );
+    let issued = ask(&admin).await.unwrap();
+    assert_eq!(issued.status(), 201);
+    let issued: Value = issued.json().await.unwrap();
+    let token = issued["playback_token"].as_str().unwrap().to_owned();
+
+    let with = |token: Option<&str>, change: &dyn Fn(&mut Value)| {
+        let mut event = events_for(user, 1).remove(0);
+        if let Some(token) = token {
+            event["playback_token"] = Value::from(token);
+        }
+        change(&mut event);
+        event
+    };
+    let mut forged = token.clone();
+    forged.insert(5, 'x');
+    let events = vec![
+        with(Some(&token), &|_| {}),
+        with(None, &|_| {}),
+        with(Some(&forged), &|_| {}),
+        with(Some(&token), &|event| {
+            event["user_id"] = Value::from(user + 1)
+        }),
+        with(Some(&token), &|event| {
+            event["session_id"] = Value::from(uuid::Uuid::new_v4().to_string())
+        }),
+        with(Some(&token), &|_| {}),
+    ];
+    let post = |origin: &str| {
+        app.client
+            .post(app.url("/v1/events"))
+            .bearer_auth(&ingest)
+            .header("origin", origin)
+            .json(&events)
+            .send()
+    };
+    let ack: Value = post(origin).await.unwrap().json().await.unwrap();
+    assert_eq!(ack["accepted"], 2, "{ack}");
+    let reasons: Vec<&str> = ack["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rejected| rejected["error"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 4);
+    for (reason, expected) in
+        reasons
+            .iter()
+            .zip(["missing", "not a token", "another user", "another session"])
+    {
+        assert!(
+            reason.contains("playback_token") && reason.contains(expected),
+            "{reason}"
+        );
+    }
+    // From another origin, the token does not work at all.
+    let ack: Value = post("https://evil.example.net")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["accepted"], 0, "{ack}");
+
+    let stored = app
+        .client
+        .get(app.url(&format!("/v1/users/{user}/history?limit=100")))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    let stored: Vec<Value> = stored.json().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored
+        .iter()
+        .all(|event| event.get("playback_token").is_none()));
+
+    let metrics = get(&app, "/metrics", Some(&read))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("playpulse_events_rejected_total{reason=\"playback_token\"} 10"),
+        "{metrics}"
+    );
+    app.stop().await;
+}

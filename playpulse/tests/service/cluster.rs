@@ -49,15 +49,15 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
         Settings::load(Some(&profile), env, &overrides).expect("the cluster profile loads");
     assert_eq!(settings.sink.kind, ingest::config::SinkKind::Cassandra);
     assert!(settings.auth.enabled, "the cluster profile turns auth on");
-    let keys = platform::open_api_keys(&settings.platform())
+    let api_keys = platform::open_api_keys(&settings.platform())
         .await
         .expect("the key store (PostgreSQL) opens");
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let (ingest_key, _) = keys
+    let (ingest_key, _) = api_keys
         .create(platform::keys::Role::Ingest, &format!("players-{run}"))
         .await
         .unwrap();
-    let (read_key, _) = keys
+    let (read_key, _) = api_keys
         .create(platform::keys::Role::Read, &format!("history-{run}"))
         .await
         .unwrap();
@@ -182,7 +182,7 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    keys.revoke(&format!("players-{run}")).await.unwrap();
-    keys.revoke(&format!("history-{run}")).await.unwrap();
+    api_keys.revoke(&format!("players-{run}")).await.unwrap();
+    api_keys.revoke(&format!("history-{run}")).await.unwrap();
     keyspace.drop_keyspace().await;
 }
