@@ -15,6 +15,8 @@ pub use bloom::Bloom;
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PPB1");
 pub const HEADER_LEN: usize = 48;
 const ZSTD_LEVEL: i32 = 1;
+/// The fewest bytes an encoded row takes (flags, ids, kind).
+const MIN_ROW_BYTES: usize = 8;
 /// A block never decompresses past this (a corrupt `raw_len` must not allocate gigabytes).
 const MAX_RAW_LEN: usize = 256 << 20;
 
@@ -188,7 +190,8 @@ pub fn decode(bytes: &[u8]) -> io::Result<Vec<PlaybackEvent>> {
         .ok_or_else(|| corrupt("block shorter than its header"))?;
     let header = BlockHeader::parse(header)?;
     let raw = open(bytes, &header)?;
-    let mut events = Vec::with_capacity(header.rows as usize);
+    // `rows` is only a hint: a forged header must not reserve more than the rows could hold.
+    let mut events = Vec::with_capacity((header.rows as usize).min(raw.len() / MIN_ROW_BYTES));
     for row in RowReader::new(&raw) {
         events.push(row?);
     }
