@@ -5,6 +5,7 @@ mod body;
 mod cassandra;
 mod cassandra_writes;
 mod history;
+mod hostile;
 mod http;
 mod invalidation;
 mod latte;
@@ -43,6 +44,11 @@ enum Scenario {
     /// History reads as the store grows: fill it with `--events` events, then time reads of
     /// `limit` events for random viewers (target: p99 <= 10 ms).
     History(history::Args),
+    /// Good clients at a fixed rate, alone and then while hostile ones hold 10,000 idle
+    /// connections, trickle, hold uploads, post oversized and bad-key requests and flood a key
+    /// (targets: >= 90% of the clean rate; RSS <= budget + 128 MiB; /healthz p99 <= 100 ms;
+    /// every acknowledged event stored once).
+    Hostile(hostile::Args),
     /// loadgen against `playpulse serve` on loopback, both on this machine: saturation point,
     /// then p99 at 80% of it (targets: 500,000 events/s; p99 <= 50 ms).
     Http(http::Args),
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
             Scenario::Cassandra(args) => cassandra::run(args).await,
             Scenario::CassandraWrites(args) => cassandra_writes::run(args).await,
             Scenario::History(args) => history::run(args).await,
+            Scenario::Hostile(args) => hostile::run(args).await,
             Scenario::Http(args) => http::run(args).await,
             Scenario::Invalidation(args) => invalidation::run(args).await,
         }

@@ -8,6 +8,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use wire::WireEvent;
 
+use crate::settings::ApiKey;
 use crate::target::Failure;
 
 /// zstd level for request bodies: level 1 is what a client would pick to save CPU.
@@ -62,6 +63,9 @@ pub enum HttpError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
+    /// The API key holds characters a header cannot.
+    #[error("--api-key is not a valid header value")]
+    BadApiKey,
     /// The base URL is not http(s)://host[:port].
     #[error("--url must look like http://127.0.0.1:8080, got {0:?}")]
     BadUrl(String),
@@ -133,9 +137,10 @@ impl EventPoster {
         timeout: Duration,
         format: BodyFormat,
         compression: Compression,
+        api_key: Option<&ApiKey>,
     ) -> Result<EventPoster, HttpError> {
         Ok(EventPoster {
-            client: client(connections, timeout)?,
+            client: client(connections, timeout, api_key)?,
             events_url: format!("{}/v1/events", base_url_of(base_url)?),
             content_type: format.content_type(),
             content_encoding: compression.content_encoding(),
@@ -168,9 +173,22 @@ impl EventPoster {
     }
 }
 
-/// A keep-alive client for loopback benchmarks: no proxy lookups, Nagle off.
-pub fn client(connections: usize, timeout: Duration) -> Result<reqwest::Client, HttpError> {
+/// A keep-alive client for loopback benchmarks: no proxy lookups, Nagle off; with `api_key`,
+/// every request carries it.
+pub fn client(
+    connections: usize,
+    timeout: Duration,
+    api_key: Option<&ApiKey>,
+) -> Result<reqwest::Client, HttpError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(ApiKey(key)) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| HttpError::BadApiKey)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(connections)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)

@@ -14,7 +14,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use loadgen::cassandra::{CassandraMode, CassandraTargetSettings};
 use loadgen::http::{BodyFormat, Compression};
 use loadgen::plan::{self, Input, PlanInputs};
-use loadgen::settings::{LoadShape, RunSettings, SettingsError, TargetSettings};
+use loadgen::settings::{ApiKey, LoadShape, RunSettings, SettingsError, TargetSettings};
 use loadgen::verify::{self, VerifySettings};
 use loadgen::workload::clock::size_audience;
 use loadgen::workload::{events_per_viewer_per_sec, WorkloadConfig};
@@ -61,6 +61,9 @@ struct HttpArgs {
     /// Log every acknowledged event (event_id, user_id, ts) here, for `loadgen verify`.
     #[arg(long, value_name = "FILE")]
     acked_log: Option<PathBuf>,
+    /// An `ingest` API key, when the server has auth on.
+    #[arg(long, env = "PLAYPULSE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -194,6 +197,9 @@ struct VerifyArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// A `read` API key, when the server has auth on.
+    #[arg(long, env = "PLAYPULSE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -290,6 +296,7 @@ fn run_http(args: HttpArgs) -> anyhow::Result<bool> {
         url: args.url,
         format: args.format,
         compression: args.compression,
+        api_key: args.api_key.map(ApiKey),
     };
     run_load(target, args.batch, args.acked_log, args.load)
 }
@@ -389,6 +396,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<bool> {
         concurrency: args.concurrency,
         timeout: args.timeout,
         show_progress: !args.quiet,
+        api_key: args.api_key.map(ApiKey),
     };
     let outcome = runtime(cpus())?.block_on(verify::verify(&settings))?;
     print!("{}", outcome.summary(args.max_listed));

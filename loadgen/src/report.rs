@@ -344,6 +344,7 @@ impl Report {
                 url,
                 format,
                 compression,
+                ..
             } => format!(
                 "http {url}: {mode}, batch {} ({}, compression {})",
                 settings.batch,
@@ -531,6 +532,7 @@ mod tests {
                 url: "http://127.0.0.1:8080".into(),
                 format: crate::http::BodyFormat::Ndjson,
                 compression: crate::http::Compression::Zstd,
+                api_key: None,
             },
             load: LoadShape::Rate {
                 events_per_sec: 2_000.0,

@@ -95,6 +95,16 @@ impl LoadShape {
 }
 
 /// Where the load goes.
+/// An API key, sent as `Authorization: Bearer`; its Debug does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "target", rename_all = "snake_case")]
 pub enum TargetSettings {
@@ -104,6 +114,9 @@ pub enum TargetSettings {
         url: String,
         format: BodyFormat,
         compression: Compression,
+        /// The server's API key, when it has auth on; never written to a report.
+        #[serde(skip, default)]
+        api_key: Option<ApiKey>,
     },
     /// Cassandra's `viewing_history` table, written directly (a baseline).
     Cassandra(CassandraTargetSettings),
@@ -226,6 +239,7 @@ mod tests {
                 url: "http://127.0.0.1:8080".into(),
                 format: BodyFormat::Json,
                 compression: Compression::None,
+                api_key: None,
             },
             load: LoadShape::Rate {
                 events_per_sec: 10_000.0,

@@ -42,8 +42,16 @@ impl Target {
                 url,
                 format,
                 compression,
+                api_key,
             } => Ok(Some(Target::Http {
-                poster: EventPoster::new(url, connections, timeout, *format, *compression)?,
+                poster: EventPoster::new(
+                    url,
+                    connections,
+                    timeout,
+                    *format,
+                    *compression,
+                    api_key.as_ref(),
+                )?,
                 format: *format,
                 compression: *compression,
             })),

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::acked::{read_acked_log, AckedEvent, AckedLogError};
 use crate::http::{base_url_of, client, HttpError};
+use crate::settings::ApiKey;
 
 /// The history API's largest page.
 pub const PAGE_LIMIT: usize = 10_000;
@@ -48,6 +49,8 @@ pub struct VerifySettings {
     pub timeout: Duration,
     /// A progress line on stderr every few seconds.
     pub show_progress: bool,
+    /// A `read` key, when the server has auth on.
+    pub api_key: Option<ApiKey>,
 }
 
 /// One acknowledged event that is not stored exactly once.
@@ -127,7 +130,11 @@ struct StoredEvent {
 
 pub async fn verify(settings: &VerifySettings) -> Result<VerifyOutcome, VerifyError> {
     let base = base_url_of(&settings.url)?.to_owned();
-    let http = client(settings.concurrency, settings.timeout)?;
+    let http = client(
+        settings.concurrency,
+        settings.timeout,
+        settings.api_key.as_ref(),
+    )?;
     let logged = read_acked_log(&settings.acked_log)?;
 
     let mut by_user: HashMap<u64, Vec<AckedEvent>> = HashMap::new();

@@ -258,8 +258,7 @@ fn without_auth_the_server_refuses_to_listen_beyond_loopback() {
         data_dir: None,
     };
     let error = Settings::load(None, std::iter::empty(), &remote)
-        .err()
-        .expect("anonymous and remote is refused");
+        .expect_err("anonymous and remote is refused");
     assert!(error.to_string().contains("auth"), "{error}");
     let allowed = [(
         "PLAYPULSE_AUTH__ALLOW_ANONYMOUS_REMOTE".to_owned(),
