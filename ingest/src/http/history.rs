@@ -27,13 +27,17 @@ pub async fn get_history(
 fn parse_query(user_id: &str, params: &HashMap<String, String>) -> Result<HistoryQuery, ApiError> {
     let user_id = user_id.parse::<u64>().map_err(|_| {
         ApiError::BadRequest(format!(
-            "user_id must be a non-negative integer, got {user_id:?}"
+            "user_id must be a non-negative integer, got {}",
+            wire::echo(user_id)
         ))
     })?;
     let number = |name: &str, default: i64| -> Result<i64, ApiError> {
         params.get(name).map_or(Ok(default), |text| {
             text.parse::<i64>().map_err(|_| {
-                ApiError::BadRequest(format!("`{name}` must be epoch milliseconds, got {text:?}"))
+                ApiError::BadRequest(format!(
+                    "`{name}` must be epoch milliseconds, got {}",
+                    wire::echo(text)
+                ))
             })
         })
     };
@@ -52,7 +56,8 @@ fn parse_query(user_id: &str, params: &HashMap<String, String>) -> Result<Histor
             .filter(|limit| (1..=MAX_LIMIT).contains(limit))
             .ok_or_else(|| {
                 ApiError::BadRequest(format!(
-                    "`limit` must be between 1 and {MAX_LIMIT}, got {text:?}"
+                    "`limit` must be between 1 and {MAX_LIMIT}, got {}",
+                    wire::echo(text)
                 ))
             })?,
     };

@@ -135,8 +135,14 @@ async fn bodies_that_are_not_json_get_400_and_nothing_is_stored() {
     assert_refused(&app, b"\x00\x01garbage".to_vec(), &json, 400).await;
     assert_refused(&app, b"".to_vec(), &json, 400).await;
     assert_refused(&app, br#"{"not":"an array"}"#.to_vec(), &json, 400).await;
+    // Unclosed nesting is not JSON; closed, it is valid JSON and rejects its event alone.
+    assert_refused(&app, "[".repeat(100_000).into_bytes(), &json, 400).await;
     let nested = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
-    assert_refused(&app, nested.into_bytes(), &json, 400).await;
+    let response = app.post_body(nested.into_bytes(), &json).await;
+    assert_eq!(response.status(), 200);
+    let ack: Value = response.json().await.unwrap();
+    assert_eq!(ack["accepted"], 0);
+    assert_eq!(ack["rejected"][0]["index"], 0);
     let ndjson_with_a_broken_line = format!("{}\n{{\"user_id\": \n", events_for(user, 1)[0]);
     assert_refused(
         &app,
