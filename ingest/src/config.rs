@@ -63,6 +63,8 @@ pub struct ServerSettings {
     pub max_clock_skew: Duration,
     /// Connections served at once; past it a new one gets a 503 and is closed.
     pub max_connections: NonZeroUsize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_client: NonZeroUsize,
     /// A request head must arrive whole within this long of its connection becoming idle (so
     /// idle keep-alive connections close after it too).
     #[serde(with = "humantime_serde")]

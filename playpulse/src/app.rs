@@ -67,6 +67,7 @@ impl Application {
         let router = service.router()?;
         let limits = ConnectionLimits {
             max_connections: fit_connections(server_settings.max_connections.get()),
+            max_connections_per_client: server_settings.max_connections_per_client.get(),
             header_timeout: server_settings.header_timeout,
         };
         ready.store(true, Ordering::Release);

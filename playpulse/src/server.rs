@@ -3,8 +3,10 @@
 //! byte a second, or enough idle connections to use up the file descriptors, could take the
 //! service down.
 //!
-//! - **Connections** are bounded by `server.max_connections`: past it, a new connection gets a
-//!   JSON 503 and is closed at once, so the ones already served keep their file descriptors.
+//! - **Connections** are bounded by `server.max_connections`, and per client address by
+//!   `server.max_connections_per_client` (so one address cannot take them all, and a probe from
+//!   elsewhere still gets in): past either, a new connection gets a JSON 503 and is closed at
+//!   once, so the ones already served keep their file descriptors.
 //! - **Headers** must arrive whole within `server.header_timeout` of the connection becoming
 //!   idle (hyper's header read timer starts when it waits for a request head), so the same limit
 //!   closes idle keep-alive connections and header tricklers.
@@ -12,9 +14,10 @@
 //! - **Shutdown**: every connection is told to finish its request and close; those still open
 //!   after `grace` are dropped, so a half-sent request cannot hold the drain.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -32,6 +35,7 @@ use tower::ServiceExt;
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub header_timeout: Duration,
 }
 
@@ -54,6 +58,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_client = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -79,10 +84,17 @@ pub async fn serve(
             connections.spawn(refuse(stream));
             continue;
         };
+        let Some(client_slot) =
+            ClientSlot::take(&per_client, peer.ip(), limits.max_connections_per_client)
+        else {
+            connections.spawn(refuse(stream));
+            continue;
+        };
         let router = router.clone();
         let stop = stop_rx.clone();
         connections.spawn(async move {
             serve_connection(stream, peer, router, limits, stop).await;
+            drop(client_slot);
             drop(slot);
         });
     }
@@ -141,6 +153,49 @@ async fn serve_connection(
                 if changed.is_ok() {
                     connection.as_mut().graceful_shutdown();
                 }
+            }
+        }
+    }
+}
+
+/// One connection counted against its client address; given back on drop. The map holds only
+/// addresses with connections open, so it is bounded by `max_connections`.
+struct ClientSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<ClientSlot> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = map.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = map.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.ip);
             }
         }
     }

@@ -14,6 +14,9 @@ use crate::codec::{self, BodyEncoding, BodyFormat, CodecError, Decoded};
 use crate::pipeline::AdmissionPermit;
 use crate::tokens::TokenCheck;
 
+/// A body's buffer starts at most this large, and grows as its bytes are admitted.
+const FIRST_BUFFER_BYTES: usize = 64 << 10;
+
 /// Bodies at least this large are decoded on the blocking pool: async code must not hold a
 /// worker thread for more than about half a millisecond.
 const INLINE_DECODE_MAX_BYTES: usize = 64 << 10;
@@ -200,7 +203,9 @@ async fn read_body(
     use http_body_util::BodyExt;
 
     let mut body = body;
-    let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    // Memory follows the bytes admitted, not what a header declares: a client declaring 8 MiB
+    // and sending a byte a second must not get 8 MiB reserved for it.
+    let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(FIRST_BUFFER_BYTES));
     loop {
         let frame = match tokio::time::timeout_at(body_deadline, body.frame()).await {
             Err(_) => return Err(ApiError::BodyTimeout),
@@ -220,6 +225,15 @@ async fn read_body(
                 admission_deadline.min(body_deadline),
             )
             .await?;
+        if buffer.capacity() - buffer.len() < data.len() {
+            // Grow towards the declared length by doubling, never past it.
+            let wanted = (buffer.len() * 2).max(buffer.len() + data.len()).min(
+                declared
+                    .unwrap_or(usize::MAX)
+                    .max(buffer.len() + data.len()),
+            );
+            buffer.reserve(wanted - buffer.len());
+        }
         buffer.extend_from_slice(&data);
     }
     Ok(buffer.freeze())

@@ -124,11 +124,44 @@ async fn connections_past_the_limit_get_a_json_503_and_the_ones_served_keep_work
 }
 
 #[tokio::test]
+async fn one_client_address_cannot_take_every_connection() {
+    let app = spawn_app_with(&[("PLAYPULSE_SERVER__MAX_CONNECTIONS_PER_CLIENT", "5")]).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    // Accepted in order: the server has counted the five before it takes the sixth.
+    let mut sixth = TcpStream::connect(app.addr).await.unwrap();
+    let refused = closed_within(&mut sixth, Duration::from_secs(5))
+        .await
+        .expect("the sixth connection from one address is closed");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    // Another address still gets in.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(app.addr).await.unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut other, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn thousands_of_idle_connections_do_not_stop_healthz() {
     let app = spawn_app().await;
     let mut idle = Vec::new();
-    for _ in 0..3000 {
-        idle.push(TcpStream::connect(app.addr).await.unwrap());
+    for n in 0..3000u32 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let source =
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 0, 1, 0)) + n / 500);
+        socket.bind((source, 0).into()).unwrap();
+        idle.push(socket.connect(app.addr).await.unwrap());
     }
     let started = Instant::now();
     let response = reqwest::Client::new()
