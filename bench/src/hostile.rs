@@ -467,21 +467,7 @@ impl Probe {
 
 /// VmRSS of a process now, in bytes.
 fn rss_of(status_path: &str) -> u64 {
-    std::fs::read_to_string(status_path)
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-        })
-        .map_or(0, |kib| kib << 10)
+    crate::report::status_bytes(status_path, "VmRSS:").unwrap_or(0)
 }
 
 /// The source address of the `n`th attacking connection: 500 per address from 127.0.0.2.

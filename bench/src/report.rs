@@ -30,14 +30,19 @@ impl LatencyMs {
 
 /// Peak resident memory of this process (VmHWM), in bytes.
 pub fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    vm_hwm_bytes(&status).unwrap_or(0)
+    status_bytes("/proc/self/status", "VmHWM:").unwrap_or(0)
 }
 
-fn vm_hwm_bytes(status: &str) -> Option<u64> {
+/// A size field (`VmRSS:`, `VmHWM:`) of a `/proc/<pid>/status` file, in bytes.
+pub fn status_bytes(status_path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    kib_field(&status, field)
+}
+
+fn kib_field(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
@@ -74,7 +79,7 @@ pub fn pid_stat_path(pid_file: &Path) -> Option<String> {
 /// Peak resident memory (VmHWM) of the process whose `/proc/<pid>/stat` this is, in bytes.
 pub fn peak_rss_of(stat_path: &str) -> Option<u64> {
     let status_path = stat_path.strip_suffix("stat")?.to_owned() + "status";
-    vm_hwm_bytes(&std::fs::read_to_string(status_path).ok()?)
+    status_bytes(&status_path, "VmHWM:")
 }
 
 /// The machine's 1-minute load average: how much else ran beside the benchmark.

@@ -102,23 +102,14 @@ fn main() -> ExitCode {
             data_dir,
         } => {
             let overrides = Overrides { listen, data_dir };
-            let settings = match Settings::load(config.as_deref(), std::env::vars(), &overrides) {
+            let settings = match load_settings(config.as_deref(), &overrides) {
                 Ok(settings) => settings,
-                Err(error) => {
-                    eprintln!("playpulse: {error}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             init_logging(&settings.log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("playpulse: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let result = runtime.block_on(async {
                 let app = Application::build(settings).await?;
@@ -136,28 +127,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// The layered settings; a bad one is said on stderr and exits 2.
+fn load_settings(
+    config: Option<&std::path::Path>,
+    overrides: &Overrides,
+) -> Result<Settings, ExitCode> {
+    Settings::load(config, std::env::vars(), overrides).map_err(|error| {
+        eprintln!("playpulse: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("playpulse: cannot start the runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `playpulse keys create|list|revoke`.
 fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
     let overrides = Overrides {
         listen: None,
         data_dir,
     };
-    let settings = match Settings::load(config.as_deref(), std::env::vars(), &overrides) {
+    let settings = match load_settings(config.as_deref(), &overrides) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("playpulse: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(&mut tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("playpulse: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let keys = platform::open_api_keys(&settings.platform()).await?;
@@ -207,13 +207,9 @@ fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) 
 /// `playpulse schema apply|print`.
 fn schema(action: SchemaAction) -> ExitCode {
     let (SchemaAction::Apply { config } | SchemaAction::Print { config }) = &action;
-    let settings = match Settings::load(config.as_deref(), std::env::vars(), &Overrides::default())
-    {
+    let settings = match load_settings(config.as_deref(), &Overrides::default()) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("playpulse: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let cassandra =
         match CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention) {
@@ -231,15 +227,9 @@ fn schema(action: SchemaAction) -> ExitCode {
     let mut log = settings.log.clone();
     log.level = "warn".into();
     init_logging(&log);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(&mut tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("playpulse: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     println!(
         "applying event-cql/schema.cql to {} (keyspace {})",
