@@ -67,8 +67,13 @@ enum KeysAction {
     },
     /// List keys (never their secrets).
     List,
-    /// Revoke the active key of this name.
-    Revoke { name: String },
+    /// Revoke the active key of this name (`keys revoke NAME` or `keys revoke --name NAME`).
+    Revoke {
+        #[arg(required_unless_present = "name_flag", conflicts_with = "name_flag")]
+        name: Option<String>,
+        #[arg(long = "name", value_name = "NAME")]
+        name_flag: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,10 +193,13 @@ fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) 
                     );
                 }
             }
-            KeysAction::Revoke { name } => match keys.revoke(&name).await? {
-                Some(key) => println!("revoked key `{}` (role {})", key.name, key.role),
-                None => anyhow::bail!("no active key is named `{name}`"),
-            },
+            KeysAction::Revoke { name, name_flag } => {
+                let name = name.or(name_flag).unwrap_or_default();
+                match keys.revoke(&name).await? {
+                    Some(key) => println!("revoked key `{}` (role {})", key.name, key.role),
+                    None => anyhow::bail!("no active key is named `{name}`"),
+                }
+            }
         }
         anyhow::Ok(())
     });

@@ -300,6 +300,10 @@ fn the_keys_command_prints_a_key_once_lists_and_revokes() {
     assert!(!ok && error.contains("nobody"), "{error}");
     let (ok, _, _) = playpulse(&["keys", "revoke", "players"]);
     assert!(ok);
+    let (ok, _, _) = playpulse(&["keys", "create", "--role", "read", "--name", "dashboard"]);
+    assert!(ok);
+    let (ok, _, _) = playpulse(&["keys", "revoke", "--name", "dashboard"]);
+    assert!(ok, "revoke also takes --name");
     let (ok, _, error) = playpulse(&["keys", "revoke", "players"]);
     assert!(!ok && error.contains("players"), "{error}");
     let (_, list, _) = playpulse(&["keys", "list"]);
