@@ -39,14 +39,9 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
 }
 
-/// The answer to a connection past `max_connections`: written without parsing the request.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\n\
-retry-after: 1\r\n\
-connection: close\r\n\
-content-length: 61\r\n\
-\r\n\
-{\"error\":\"too many connections: retry later or use keep-alive\"}";
+/// The body of the answer to a connection past a limit, written without parsing the request.
+const TOO_MANY_CONNECTIONS: &str =
+    "{\"error\":\"too many connections: retry later or use keep-alive\"}";
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets each connection finish
 /// its request for at most `grace` before dropping it.
@@ -204,7 +199,12 @@ impl Drop for ClientSlot {
 /// Answers a connection past the limit with a 503, without reading its request.
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
+            TOO_MANY_CONNECTIONS.len()
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
         let _ = stream.shutdown().await;
     })
     .await;

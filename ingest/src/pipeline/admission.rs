@@ -23,7 +23,8 @@ pub struct Admission {
 /// Room held by one request; released on drop. It can grow as the request's body is read and
 /// decompressed, so bytes count against the budget from the moment they are held.
 pub struct AdmissionPermit {
-    permit: OwnedSemaphorePermit,
+    /// `None` until the first bytes are admitted.
+    permit: Option<OwnedSemaphorePermit>,
     budget: Arc<Semaphore>,
     max_units: u32,
     bytes: usize,
@@ -59,13 +60,8 @@ impl Admission {
 
     /// A permit holding nothing yet, to [`AdmissionPermit::grow_to`] as a body arrives.
     pub fn empty(&self) -> AdmissionPermit {
-        let permit = self
-            .budget
-            .clone()
-            .try_acquire_many_owned(0)
-            .expect("zero permits are always available");
         AdmissionPermit {
-            permit,
+            permit: None,
             budget: self.budget.clone(),
             max_units: self.max_units,
             bytes: 0,
@@ -85,7 +81,10 @@ impl AdmissionPermit {
                     .await
                     .map_err(|_| PipelineError::Overloaded)?
                     .map_err(|_| PipelineError::ShuttingDown)?;
-            self.permit.merge(more);
+            match &mut self.permit {
+                Some(held) => held.merge(more),
+                None => self.permit = Some(more),
+            }
         }
         self.count(bytes);
         Ok(())
@@ -112,7 +111,11 @@ impl AdmissionPermit {
 
     fn missing_units(&self, bytes: usize) -> u32 {
         let wanted = bytes.div_ceil(UNIT).min(self.max_units as usize) as u32;
-        wanted.saturating_sub(self.permit.num_permits() as u32)
+        let held = self
+            .permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
+        wanted.saturating_sub(held as u32)
     }
 
     fn count(&mut self, bytes: usize) {

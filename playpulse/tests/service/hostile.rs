@@ -102,7 +102,12 @@ async fn connections_past_the_limit_get_a_json_503_and_the_ones_served_keep_work
         }
     }
     let refused = refused.expect("a connection past the limit is refused");
-    let body: Value = serde_json::from_str(refused.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let (head, body) = refused.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "the declared length is the body's: {refused}"
+    );
+    let body: Value = serde_json::from_str(body).unwrap();
     assert!(body["error"]
         .as_str()
         .unwrap()
