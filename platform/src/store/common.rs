@@ -33,12 +33,20 @@ pub(super) const DUPLICATE_ACTIVE_SUBSCRIPTIONS: &str =
     "SELECT user_id, plan_id, COUNT(*) AS active FROM subscriptions WHERE status = 'active' \
      GROUP BY user_id, plan_id HAVING COUNT(*) > 1 ORDER BY user_id, plan_id LIMIT 1";
 
-/// The refusal for a database [`DUPLICATE_ACTIVE_SUBSCRIPTIONS`] found.
-pub(super) fn duplicate_subscriptions(user_id: i64, plan_id: i64, active: i64) -> StoreError {
-    StoreError::Corrupt(format!(
-        "user {user_id} holds {active} active subscriptions to plan {plan_id}: cancel all but \
-         one (and refund them) before this version can open the store"
-    ))
+/// The refusal for the row [`DUPLICATE_ACTIVE_SUBSCRIPTIONS`] found, from its columns as each
+/// engine's row reads them.
+pub(super) fn duplicate_subscriptions(
+    column: impl Fn(&str) -> Result<i64, sqlx::Error>,
+) -> StoreError {
+    match (column("user_id"), column("plan_id"), column("active")) {
+        (Ok(user_id), Ok(plan_id), Ok(active)) => StoreError::Corrupt(format!(
+            "user {user_id} holds {active} active subscriptions to plan {plan_id}: cancel all \
+             but one (and refund them) before this version can open the store"
+        )),
+        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+            StoreError::database("duplicate subscriptions")(error)
+        }
+    }
 }
 
 fn corrupt(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {

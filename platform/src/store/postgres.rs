@@ -118,14 +118,7 @@ impl PostgresStore {
             .await
             .map_err(StoreError::database("look for duplicate subscriptions"))?
         {
-            let get = |name: &str| row.try_get::<i64, _>(name);
-            let (user, plan, active) = (get("user_id"), get("plan_id"), get("active"));
-            return Err(match (user, plan, active) {
-                (Ok(user), Ok(plan), Ok(active)) => duplicate_subscriptions(user, plan, active),
-                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
-                    StoreError::database("duplicate subscriptions")(error)
-                }
-            });
+            return Err(duplicate_subscriptions(|name| row.try_get::<i64, _>(name)));
         }
         sqlx::query(ONE_ACTIVE_SUBSCRIPTION_PER_PLAN)
             .execute(&mut *tx)
