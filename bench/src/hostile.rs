@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::report::Outcome;
+use crate::report::{CpuPerEvent, Outcome};
 use crate::server::{self, Server};
 use crate::Common;
 
@@ -319,15 +319,21 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         count(&tally.flood_requests),
         count(&tally.other),
     );
-    let per_event = |cpu: f64, acked: u64| cpu * 1e6 / acked.max(1) as f64;
+    let clean_per_event = CpuPerEvent::of(
+        clean_cpu,
+        clean.generator_cpu_seconds,
+        clean.totals.events_acked,
+    );
+    // The attack's requests count against the good events: what the attack costs per event served.
+    let attacked_per_event = CpuPerEvent::of(
+        attacked_cpu,
+        attacked.generator_cpu_seconds,
+        attacked.totals.events_acked,
+    );
     println!(
-        "  server CPU per good event {:.2} us clean ({:.2} cores), {:.2} us under attack ({:.2} cores, the attack's requests included); loadgen {:.2} cores clean, {:.2} attacked",
-        per_event(clean_cpu, clean.totals.events_acked),
+        "  clean: {clean_per_event} ({:.2} server cores);  under attack: {attacked_per_event} ({:.2} server cores, the attack's requests included)",
         clean_cpu / clean.wall_seconds.max(1e-9),
-        per_event(attacked_cpu, attacked.totals.events_acked),
         attacked_cpu / attacked.wall_seconds.max(1e-9),
-        clean.generator.cores_used,
-        attacked.generator.cores_used,
     );
     let outcome = Outcome {
         json: json!({
@@ -345,8 +351,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "attack_rss_bytes": attack_rss,
             "at_rest_rss_bytes": at_rest_rss,
             "attack_alone_rss_bytes": attack_alone_rss,
-            "clean_server_cpu_us_per_event": per_event(clean_cpu, clean.totals.events_acked),
-            "attacked_server_cpu_us_per_event": per_event(attacked_cpu, attacked.totals.events_acked),
+            "clean_cpu_us_per_event": clean_per_event,
+            "attacked_cpu_us_per_event": attacked_per_event,
             "clean_max_rss_bytes": clean_probe.max_rss,
             "attacked_max_rss_bytes": attacked_probe.max_rss,
             "rss_limit_bytes": rss_limit,

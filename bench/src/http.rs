@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::report::{self, Outcome};
+use crate::report::{self, CpuPerEvent, Outcome};
 use crate::server::{self, Server};
 use crate::Common;
 
@@ -38,6 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let work = tempfile::tempdir()?;
     let data_dir = work.path().join("data");
     let server = Server::start(&bin, &data_dir, &[])?;
+    let server_cpu_at_start = server.cpu_seconds();
     let common_args = |extra: &[String]| -> Vec<String> {
         let mut all = vec![
             "http".to_owned(),
@@ -70,6 +71,11 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         args.step_duration.clone(),
     ]);
     let ramp = server::run_loadgen(&bin, &ramp_args, &work.path().join("ramp.json"))?;
+    let ramp_cpu = CpuPerEvent::of(
+        server.cpu_seconds() - server_cpu_at_start,
+        ramp.generator_cpu_seconds,
+        ramp.totals.events_acked,
+    );
     let ramp_report = ramp.ramp.as_ref();
     let saturation = ramp_report
         .and_then(|ramp| ramp.saturation_events_per_sec)
@@ -106,6 +112,11 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     ]);
     let steady = server::run_loadgen(&bin, &steady_args, &work.path().join("steady.json"))?;
     let server_cpu = server.cpu_seconds() - server_cpu_before;
+    let steady_cpu = CpuPerEvent::of(
+        server_cpu,
+        steady.generator_cpu_seconds,
+        steady.totals.events_acked,
+    );
     let peak_rss = server.peak_rss_bytes();
     drop(server);
     let disk = report::bytes_on_disk(&data_dir);
@@ -130,6 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             ""
         }
     );
+    println!("  at 80%: {steady_cpu};  over the ramp: {ramp_cpu}");
     println!(
         "  {disk} bytes on disk for {events_stored} events = {:.1} bytes/event",
         disk as f64 / events_stored.max(1) as f64
@@ -155,7 +167,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 "errors": steady.errors,
                 "missed_sends": steady.missed_sends,
                 "generator": steady.generator,
+                "cpu_us_per_event": steady_cpu,
             },
+            "ramp_cpu_us_per_event": ramp_cpu,
             "server_peak_rss_bytes": peak_rss,
             "server_cores_at_80_percent": server_cpu / steady.wall_seconds.max(1e-9),
             "bytes_on_disk": disk,

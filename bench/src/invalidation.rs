@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::report::Outcome;
+use crate::report::{CpuPerEvent, Outcome};
 use crate::server::{self, Server};
 use crate::Common;
 
@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let bin = server::build_binaries()?;
     let work = tempfile::tempdir()?;
     let mut rates = [Vec::new(), Vec::new()];
+    let mut cpu = [Vec::new(), Vec::new()];
     let mut lag_p99 = None;
     let mut keys_sent = 0.0;
     for round in 0..args.rounds {
@@ -81,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 ("PLAYPULSE_INVALIDATION__ENABLED", enabled.to_string()),
             ];
             let server = Server::start(&bin, &data_dir, &env)?;
+            let server_cpu_before = server.cpu_seconds();
             let loadgen_args: Vec<String> = [
                 "http",
                 "--url",
@@ -99,12 +101,18 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             .map(|arg| arg.to_string())
             .collect();
             let report = server::run_loadgen(&bin, &loadgen_args, &work.path().join("run.json"))?;
+            let run_cpu = CpuPerEvent::of(
+                server.cpu_seconds() - server_cpu_before,
+                report.generator_cpu_seconds,
+                report.totals.events_acked,
+            );
             eprintln!(
-                "  invalidation {}: {:.0} events/s",
+                "  invalidation {}: {:.0} events/s, {run_cpu}",
                 if enabled { "on " } else { "off" },
                 report.events_per_sec
             );
             rates[slot].push(report.events_per_sec);
+            cpu[slot].push(run_cpu);
             if enabled {
                 let metrics = server.metrics();
                 lag_p99 = histogram_quantile(&metrics, "playpulse_invalidation_lag_seconds", 0.99)
@@ -123,6 +131,15 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         cost * 100.0,
         MAX_COST * 100.0
     );
+    let mean_cpu = |runs: &[CpuPerEvent]| {
+        let n = runs.len().max(1) as f64;
+        CpuPerEvent {
+            server_us: runs.iter().map(|cpu| cpu.server_us).sum::<f64>() / n,
+            generator_us: runs.iter().map(|cpu| cpu.generator_us).sum::<f64>() / n,
+        }
+    };
+    let (cpu_off, cpu_on) = (mean_cpu(&cpu[0]), mean_cpu(&cpu[1]));
+    println!("  off: {cpu_off};  on: {cpu_on}");
     println!("  durable-to-UNLINK lag p99 <= {lag} s (target <= {MAX_LAG_P99_SECONDS} s; bucket bound); {keys_sent:.0} keys unlinked");
     let outcome = Outcome {
         json: json!({
@@ -132,6 +149,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "events_per_sec_on": on,
             "runs_off": rates[0],
             "runs_on": rates[1],
+            "cpu_us_per_event_off": cpu_off,
+            "cpu_us_per_event_on": cpu_on,
             "throughput_cost": cost,
             "target_max_cost": MAX_COST,
             "lag_p99_seconds_bucket_bound": lag_p99,

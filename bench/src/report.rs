@@ -28,6 +28,35 @@ impl LatencyMs {
     }
 }
 
+/// CPU per event of one run, the server's and the generator's apart: a rate depends on what
+/// else the machine runs, CPU per event much less, so a run on a noisy machine still tells what
+/// two idle cores would do.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CpuPerEvent {
+    pub server_us: f64,
+    pub generator_us: f64,
+}
+
+impl CpuPerEvent {
+    pub fn of(server_cpu_seconds: f64, generator_cpu_seconds: f64, events: u64) -> CpuPerEvent {
+        let per_event = |seconds: f64| seconds * 1e6 / events.max(1) as f64;
+        CpuPerEvent {
+            server_us: per_event(server_cpu_seconds),
+            generator_us: per_event(generator_cpu_seconds),
+        }
+    }
+}
+
+impl std::fmt::Display for CpuPerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CPU per event: server {:.2} µs, generator {:.2} µs",
+            self.server_us, self.generator_us
+        )
+    }
+}
+
 /// Peak resident memory of this process (VmHWM), in bytes.
 pub fn peak_rss_bytes() -> u64 {
     status_bytes("/proc/self/status", "VmHWM:").unwrap_or(0)

@@ -1,6 +1,8 @@
-//! Micro-benchmarks of the hot path's CPU stages, per event: parsing (simd-json, as the service
-//! does, against serde_json driving the same lenient reader, and simd-json's tape alone), and
-//! validation on its own (fields already read, turned into domain events).
+//! Micro-benchmarks of the hot path's CPU stages, per event: parsing (simd-json's tape read
+//! straight into events, as the service does, against serde's walk of the same tape with the
+//! lenient reader as the service did before, serde_json driving that reader, and simd-json's
+//! tape alone), validation on its own (fields already read, turned into domain events), and
+//! the block codec (sort, delta rows, zstd) on a batch of loadgen-like events.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::codec::{decode_events, BodyFormat};
@@ -58,6 +60,27 @@ fn parsing(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    group.bench_function("simd_json_serde_walk_validated", |b| {
+        b.iter_batched_ref(
+            || body.clone(),
+            |body| {
+                let mut events = Vec::with_capacity(EVENTS);
+                let mut deserializer = simd_json::Deserializer::from_slice(body).unwrap();
+                ElementsSeed {
+                    max: 10_000,
+                    each: |shape, raw: &wire::RawEvent<'_>| {
+                        if let Ok(event) = validate_read(shape, raw, &ctx) {
+                            events.push(event);
+                        }
+                    },
+                }
+                .deserialize(&mut deserializer)
+                .unwrap();
+                events
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("serde_json_lenient_validated", |b| {
         b.iter_batched_ref(
             || body.clone(),
@@ -109,5 +132,34 @@ fn validation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parsing, validation);
+fn block_codec(c: &mut Criterion) {
+    let body = body();
+    let decoded = decode_events(
+        &mut body.clone(),
+        BodyFormat::JsonArray,
+        10_000,
+        &ctx(),
+        None,
+    )
+    .unwrap()
+    .events;
+    let bytes_per_event = ingest::sink::block::encode(&decoded).bytes.len() as f64 / EVENTS as f64;
+    let mut group = c.benchmark_group("block_codec_1000_events");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function(
+        format!("encode ({bytes_per_event:.1} bytes per event)"),
+        |b| b.iter(|| ingest::sink::block::encode(&decoded).bytes.len()),
+    );
+    let block = ingest::sink::block::encode(&decoded).bytes;
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            ingest::sink::block::decode(&block)
+                .map(|rows| rows.len())
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parsing, validation, block_codec);
 criterion_main!(benches);

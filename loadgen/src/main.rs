@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,6 +45,37 @@ enum Command {
     Verify(VerifyArgs),
     /// Nodes and disk for a target rate and history, from measured reports.
     Plan(PlanArgs),
+    /// Write request bodies of the same audience to files, for a cheap outside generator
+    /// (`bench/wrk/`): the events loadgen posts, without loadgen's cost per event.
+    Bodies(BodiesArgs),
+}
+
+#[derive(Args)]
+struct BodiesArgs {
+    /// Directory to write `body-000.json`, `body-001.json`, ... into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Bodies to write.
+    #[arg(long, default_value_t = 64)]
+    count: usize,
+    /// Events per body (at most 10000).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    #[arg(long, value_enum, default_value = "json")]
+    format: BodyFormat,
+    /// Concurrent viewers of the audience.
+    #[arg(long, default_value_t = 100_000)]
+    viewers: u64,
+    /// Heartbeat interval of a playing session.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// Titles in the catalog.
+    #[arg(long, default_value_t = 10_000)]
+    catalog: usize,
+    #[arg(long, default_value_t = 1.0)]
+    zipf_s: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -261,6 +293,7 @@ fn main() -> ExitCode {
         Command::Http(args) => run_http(*args),
         Command::Cassandra(args) => run_cassandra(*args),
         Command::Verify(args) => run_verify(args),
+        Command::Bodies(args) => run_bodies(args),
         Command::Plan(args) => {
             let plan_matches = matches
                 .subcommand_matches("plan")
@@ -276,6 +309,53 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the audience's first `count x batch` events as bodies: their simulated time laid out
+/// to end now, `sent_at` now (the server takes bodies reposted later, their events just older).
+fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
+    let events = args.count.saturating_mul(args.batch);
+    if args.count == 0 || args.batch == 0 || args.batch > loadgen::settings::MAX_BATCH {
+        anyhow::bail!(
+            "--count must be at least 1 and --batch between 1 and {}",
+            loadgen::settings::MAX_BATCH
+        );
+    }
+    let workload = WorkloadConfig {
+        seed: args.seed,
+        viewers: args.viewers,
+        heartbeat: args.heartbeat,
+        catalog_titles: args.catalog,
+        zipf_exponent: args.zipf_s,
+    };
+    workload.validate()?;
+    let mut audience = loadgen::workload::Audience::whole(&workload, Arc::new(workload.catalog()?));
+    let drafts: Vec<_> = (0..events).filter_map(|_| audience.next_event()).collect();
+    let now = loadgen::run::wall_clock_ms();
+    let axis = loadgen::workload::clock::TimeAxis::ending_at(
+        now,
+        Duration::from_millis(audience.simulated_ms()),
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut raw = Vec::new();
+    for (index, batch) in drafts.chunks(args.batch).enumerate() {
+        let wire: Vec<_> = batch
+            .iter()
+            .map(|draft| draft.to_wire(axis.ts(draft.at_ms).min(now), Some(now)))
+            .collect();
+        loadgen::http::encode_events(&wire, args.format, &mut raw)?;
+        let path = args.out.join(format!("body-{index:03}.json"));
+        std::fs::write(&path, &raw).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "loadgen bodies: {} bodies of {} events ({} viewers) in {}",
+        args.count,
+        args.batch,
+        args.viewers,
+        args.out.display()
+    );
+    Ok(true)
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -4,6 +4,7 @@
 mod body;
 mod parse;
 mod scan;
+mod tape;
 
 pub use body::{decompress, BodyEncoding, BodyFormat};
 pub use parse::{decode_events, Decoded, Rejection};

@@ -2,11 +2,12 @@ use std::ops::Range;
 
 use serde::de::DeserializeSeed;
 use wire::{
-    validate_read, ElementSeed, ElementsSeed, EventError, PlaybackEvent, RawEvent, Scalar, Shape,
+    validate_read, ElementSeed, EventError, PlaybackEvent, RawEvent, Scalar, Shape,
     ValidationContext,
 };
 
 use super::scan::{self, Scanned};
+use super::tape;
 use super::{BodyFormat, CodecError};
 use crate::tokens::TokenCheck;
 
@@ -108,24 +109,27 @@ fn each_into<'d>(
     }
 }
 
-/// The fast path; `None` when simd-json refused the body (the slow path decides).
+/// The fast path: the body's tape read straight into events; `None` when simd-json refused
+/// the body or the tape reader leaves it to the slow path.
 fn parse_array(
     body: &mut [u8],
     max_events: usize,
     checks: Checks<'_>,
     decoded: &mut Decoded,
 ) -> Option<Result<(), CodecError>> {
-    let mut deserializer = simd_json::Deserializer::from_slice(body).ok()?;
-    let count = ElementsSeed {
-        max: max_events,
-        each: &mut each_into(decoded, checks),
-    }
-    .deserialize(&mut deserializer)
-    .ok()?;
-    if count.overflow > 0 {
-        return Some(Err(CodecError::TooManyEvents { limit: max_events }));
-    }
-    Some(Ok(()))
+    tape::with_buffers(body.len(), |buffers| {
+        let tape = simd_json::Deserializer::from_slice_with_buffers(body, buffers)
+            .ok()?
+            .into_tape();
+        let Some(&simd_json::Node::Array { len, .. }) = tape.0.first() else {
+            return None;
+        };
+        decoded.events.reserve(len.min(max_events));
+        match tape::read_elements(&tape.0, max_events, each_into(decoded, checks))? {
+            tape::Elements::TooMany => Some(Err(CodecError::TooManyEvents { limit: max_events })),
+            tape::Elements::Read(_) => Some(Ok(())),
+        }
+    })
 }
 
 /// The slow path of an array body: scanned, then each element read on its own.
@@ -229,7 +233,6 @@ fn parse_lines(
     checks: Checks<'_>,
 ) -> Result<Decoded, CodecError> {
     let mut decoded = Decoded::default();
-    let mut buffers = simd_json::Buffers::default();
     let mut scratch = Vec::new();
     let mut offset = 0;
     for (line_number, line) in body.split_mut(|byte| *byte == b'\n').enumerate() {
@@ -245,17 +248,20 @@ fn parse_lines(
         let as_sent = pristine.map_or(&*line, |body| &body[line_range.clone()]);
         let fast = !(lone_surrogate && scan::has_lone_surrogate(as_sent));
         if fast {
-            let mut event = RawEvent::default();
-            let parsed = simd_json::Deserializer::from_slice_with_buffers(line, &mut buffers)
-                .and_then(|mut deserializer| {
-                    ElementSeed {
-                        depth: 1,
-                        event: &mut event,
-                    }
-                    .deserialize(&mut deserializer)
-                });
-            if let Ok(shape) = parsed {
-                match checks.accept(shape, &event) {
+            let read = tape::with_buffers(line.len(), |buffers| {
+                let tape = simd_json::Deserializer::from_slice_with_buffers(line, buffers)
+                    .ok()?
+                    .into_tape();
+                let mut accepted = None;
+                let mut event = RawEvent::default();
+                let next = tape::read_element(&tape.0, 0, &mut event, &mut |shape, event| {
+                    accepted = Some(checks.accept(shape, event));
+                })?;
+                // One value per line; anything after it is the slow path's to judge.
+                (next == tape.0.len()).then_some(accepted).flatten()
+            });
+            if let Some(accepted) = read {
+                match accepted {
                     Ok(valid) => decoded.events.push(valid),
                     Err(error) => decoded.rejected.push(Rejection { index, error }),
                 }
