@@ -224,3 +224,56 @@ async fn an_unreachable_server_is_counted_as_connect_errors_and_misses_the_slo()
     );
     assert_eq!(report.totals.events_acked, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_written_for_an_outside_generator_are_accepted_whole_and_hold_distinct_events() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bodies");
+    let written = loadgen(
+        &[
+            "bodies",
+            "--out",
+            text(&out),
+            "--count",
+            "3",
+            "--batch",
+            "50",
+            "--viewers",
+            "20",
+        ],
+        WITHIN,
+    )
+    .await;
+    assert!(written.status.success(), "{}", describe(&written));
+
+    let client = reqwest::Client::new();
+    let mut ids = std::collections::HashSet::new();
+    for index in 0..3 {
+        let body = std::fs::read(out.join(format!("body-{index:03}.json"))).unwrap();
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(events.len(), 50);
+        ids.extend(events.iter().map(|event| event["event_id"].to_string()));
+        let answer = client
+            .post(format!("{}/v1/events", server.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let ack: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(ack["accepted"], 50, "{ack}");
+    }
+    assert_eq!(ids.len(), 150, "every event of every body is distinct");
+    assert!(!out.join("body-003.json").exists());
+
+    let refused = loadgen(&["bodies", "--out", text(&out), "--batch", "0"], WITHIN).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--batch"),
+        "{}",
+        describe(&refused)
+    );
+    server.stop().await;
+}
