@@ -12,7 +12,10 @@ use wire::{CountryCode, EventKind, PlaybackEvent, SmolStr};
 
 pub use bloom::Bloom;
 
+/// A block whose payload is zstd of its rows.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PPB1");
+/// A block whose payload is its rows as they are (`Payload::AsIs`).
+pub const MAGIC_AS_IS: u32 = u32::from_le_bytes(*b"PPB0");
 pub const HEADER_LEN: usize = 48;
 const ZSTD_LEVEL: i32 = 1;
 /// The fewest bytes an encoded row takes (flags, ids, kind).
@@ -23,6 +26,8 @@ const MAX_RAW_LEN: usize = 256 << 20;
 /// What a block's header says, plus its Bloom filter: all the index keeps of it.
 #[derive(Debug, Clone)]
 pub struct BlockHeader {
+    /// Whether the payload is zstd of the rows (`MAGIC`) or the rows themselves (`MAGIC_AS_IS`).
+    pub compressed: bool,
     pub crc: u32,
     pub raw_len: u32,
     pub payload_len: u32,
@@ -37,10 +42,13 @@ impl BlockHeader {
     pub fn parse(bytes: &[u8; HEADER_LEN]) -> io::Result<BlockHeader> {
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        if u32_at(0) != MAGIC {
-            return Err(corrupt("bad block magic"));
-        }
+        let compressed = match u32_at(0) {
+            MAGIC => true,
+            MAGIC_AS_IS => false,
+            _ => return Err(corrupt("bad block magic")),
+        };
         let header = BlockHeader {
+            compressed,
             crc: u32_at(4),
             raw_len: u32_at(8),
             payload_len: u32_at(12),
@@ -51,6 +59,7 @@ impl BlockHeader {
             max_received_at: i64_at(40),
         };
         if header.raw_len as usize > MAX_RAW_LEN
+            || (!compressed && header.raw_len != header.payload_len)
             || !header.bloom_len.is_multiple_of(8)
             || header.bloom_len == 0
         {
@@ -90,8 +99,24 @@ mod flag {
     pub const COUNTRY: u16 = 1 << 10;
 }
 
-/// Sorts a batch by primary key, drops exact duplicates, and encodes it as a block.
+/// How a block's rows are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// zstd level 1: blocks that are kept (history blocks, chunks, Cassandra's log rows).
+    Zstd,
+    /// The rows as they are: blocks that live seconds (the embedded store's log in the packed
+    /// layout, deleted once its events are in chunks), where zstd cost ~11% of the server's
+    /// CPU to save disk writes nobody is short of.
+    AsIs,
+}
+
+/// Sorts a batch by primary key, drops exact duplicates, and encodes it as a zstd block.
 pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
+    encode_as(events, Payload::Zstd)
+}
+
+/// [`encode`], with the payload stored as `payload` says.
+pub fn encode_as(events: &[PlaybackEvent], payload: Payload) -> EncodedBlock {
     let mut order: Vec<&PlaybackEvent> = events.iter().collect();
     order.sort_unstable_by(|a, b| {
         (a.user_id, b.ts, b.event_id, b.received_at).cmp(&(
@@ -123,11 +148,14 @@ pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
         max_received_at = max_received_at.max(event.received_at);
         previous = Some(event);
     }
-    let payload = compress(&raw);
+    let raw_len = raw.len() as u32;
+    let compressed = payload == Payload::Zstd;
+    let payload = if compressed { compress(&raw) } else { raw };
 
     let mut header = BlockHeader {
+        compressed,
         crc: 0,
-        raw_len: raw.len() as u32,
+        raw_len,
         payload_len: payload.len() as u32,
         bloom_len: bloom.byte_len() as u32,
         rows: order.len() as u32,
@@ -136,7 +164,8 @@ pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
         max_received_at,
     };
     let mut bytes = Vec::with_capacity(header.block_len() as usize);
-    bytes.extend_from_slice(&MAGIC.to_le_bytes());
+    let magic = if compressed { MAGIC } else { MAGIC_AS_IS };
+    bytes.extend_from_slice(&magic.to_le_bytes());
     bytes.extend_from_slice(&[0; 4]);
     for value in [
         header.raw_len,
@@ -204,6 +233,9 @@ pub fn open(block: &[u8], header: &BlockHeader) -> io::Result<Vec<u8>> {
         return Err(corrupt("block checksum mismatch"));
     }
     let payload = &block[HEADER_LEN + header.bloom_len as usize..];
+    if !header.compressed {
+        return Ok(payload.to_vec());
+    }
     let raw = zstd::bulk::decompress(payload, header.raw_len as usize)
         .map_err(|error| corrupt(&format!("block does not decompress: {error}")))?;
     if raw.len() != header.raw_len as usize {
@@ -460,5 +492,45 @@ impl Iterator for RowReader<'_> {
             self.at = self.raw.len();
         }
         Some(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(count: u64) -> Vec<PlaybackEvent> {
+        (0..count)
+            .map(|i| testkit::event(7 + i % 3, 1_700_000_000_000 + i as i64 * 10_000))
+            .collect()
+    }
+
+    fn sorted(mut events: Vec<PlaybackEvent>) -> Vec<PlaybackEvent> {
+        events.sort_by_key(|event| (event.user_id, event.ts));
+        events
+    }
+
+    #[test]
+    fn both_payloads_read_back_the_same_events() {
+        let written = events(200);
+        for (payload, magic) in [(Payload::Zstd, MAGIC), (Payload::AsIs, MAGIC_AS_IS)] {
+            let block = encode_as(&written, payload).bytes;
+            assert_eq!(block[..4], magic.to_le_bytes(), "{payload:?}");
+            let read = decode(&block).unwrap();
+            assert_eq!(sorted(read), sorted(written.clone()), "{payload:?}");
+        }
+        let as_is = encode_as(&written, Payload::AsIs).bytes.len();
+        assert!(encode(&written).bytes.len() < as_is);
+    }
+
+    #[test]
+    fn a_block_with_a_bad_magic_or_disagreeing_lengths_is_corrupt() {
+        let mut block = encode_as(&events(2), Payload::AsIs).bytes;
+        let raw_len = u32::from_le_bytes(block[8..12].try_into().unwrap());
+        block[8..12].copy_from_slice(&(raw_len + 1).to_le_bytes());
+        assert!(decode(&block).is_err());
+        let mut block = encode(&events(2)).bytes;
+        block[0..4].copy_from_slice(b"PPB9");
+        assert!(decode(&block).is_err());
     }
 }

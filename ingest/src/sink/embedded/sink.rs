@@ -58,8 +58,11 @@ fn spawn_sweep<T: Send + Sync + 'static>(
     });
 }
 
-async fn open_store(options: StoreOptions) -> std::io::Result<Arc<EventStore>> {
-    let store = tokio::task::spawn_blocking(move || EventStore::open(options))
+async fn open_store(
+    options: StoreOptions,
+    open: fn(StoreOptions) -> std::io::Result<EventStore>,
+) -> std::io::Result<Arc<EventStore>> {
+    let store = tokio::task::spawn_blocking(move || open(options))
         .await
         .map_err(std::io::Error::other)??;
     Ok(Arc::new(store))
@@ -70,7 +73,7 @@ impl EmbeddedSink {
     /// expired segments.
     pub async fn open(options: StoreOptions) -> std::io::Result<EmbeddedSink> {
         let every = sweep_interval(options.retention);
-        let store = open_store(options).await?;
+        let store = open_store(options, EventStore::open).await?;
         spawn_sweep(&store, every, "segments", |store| {
             store.expire().map_err(|error| error.to_string())
         });
@@ -118,7 +121,9 @@ pub async fn open_packed(
         options.shards,
     );
     let data_dir = options.data_dir.clone();
-    let store = open_store(options).await.map_err(failed)?;
+    let store = open_store(options, EventStore::open_log)
+        .await
+        .map_err(failed)?;
     let chunks = tokio::task::spawn_blocking(move || EmbeddedChunks::open(store, &data_dir))
         .await
         .map_err(failed)??;

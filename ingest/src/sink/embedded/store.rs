@@ -87,6 +87,9 @@ struct ShardWriter {
 pub struct EventStore {
     options: StoreOptions,
     shards: Vec<Shard>,
+    /// How blocks are written: zstd when the segments are the history (the rows layout), as
+    /// is when they are only the packed layout's log (`EventStore::open_log`).
+    payload: block::Payload,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,8 +97,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EventStore {
-    /// Opens (or creates) a store, recovering each shard: a torn tail left by a crash is cut.
+    /// Opens (or creates) a store whose segments are the history, recovering each shard: a
+    /// torn tail left by a crash is cut.
     pub fn open(options: StoreOptions) -> io::Result<EventStore> {
+        EventStore::open_with(options, block::Payload::Zstd)
+    }
+
+    /// Opens the store as the packed layout's log: segments deleted once their events are in
+    /// chunks, so blocks are written without zstd (blocks of either kind are read).
+    pub fn open_log(options: StoreOptions) -> io::Result<EventStore> {
+        EventStore::open_with(options, block::Payload::AsIs)
+    }
+
+    fn open_with(options: StoreOptions, payload: block::Payload) -> io::Result<EventStore> {
         let events_dir = options.data_dir.join("events");
         fs::create_dir_all(&events_dir)?;
         let existing_shards = fs::read_dir(&events_dir)?
@@ -115,7 +129,11 @@ impl EventStore {
         let shards = (0..shard_count)
             .map(|shard| open_shard(&events_dir.join(format!("shard-{shard}")), &options))
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(EventStore { options, shards })
+        Ok(EventStore {
+            options,
+            shards,
+            payload,
+        })
     }
 
     fn retention_ms(&self) -> i64 {
@@ -135,7 +153,7 @@ impl EventStore {
             let writer = lock(&self.shards[shard_index].writer);
             return Ok(log_position(writer.active.seq, writer.active.len));
         }
-        let block = block::encode(events);
+        let block = block::encode_as(events, self.payload);
         let shard = &self.shards[shard_index];
         let mut writer = lock(&shard.writer);
         let now = now_ms();
@@ -470,6 +488,24 @@ mod tests {
         drop(store);
         let store = EventStore::open(options(dir.path())).unwrap();
         assert_eq!(store.history(&everything(7)).unwrap().len(), 101);
+    }
+
+    #[test]
+    fn a_log_writes_blocks_as_is_and_either_kind_reads_back_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        {
+            let log = EventStore::open_log(options(dir.path())).unwrap();
+            log.append(0, &[event(3, now), event(3, now - 1)]).unwrap();
+        }
+        let segment = fs::read(only_segment(dir.path())).unwrap();
+        assert_eq!(segment[..4], block::MAGIC_AS_IS.to_le_bytes());
+        {
+            let store = EventStore::open(options(dir.path())).unwrap();
+            store.append(0, &[event(3, now - 2)]).unwrap();
+        }
+        let log = EventStore::open_log(options(dir.path())).unwrap();
+        assert_eq!(log.history(&everything(3)).unwrap().len(), 3);
     }
 
     #[test]
