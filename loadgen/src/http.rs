@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
-use wire::WireEvent;
 
 use crate::settings::ApiKey;
 use crate::target::Failure;
+use crate::workload::EventDraft;
 
 /// zstd level for request bodies: level 1 is what a client would pick to save CPU.
 const ZSTD_LEVEL: i32 = 1;
@@ -54,9 +54,6 @@ impl Compression {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
-    /// An event did not serialize (cannot happen with `WireEvent`, kept honest anyway).
-    #[error("cannot serialize events: {0}")]
-    Serialize(#[from] serde_json::Error),
     /// The compressor failed.
     #[error("cannot compress the body: {0}")]
     Compress(#[from] std::io::Error),
@@ -71,23 +68,46 @@ pub enum HttpError {
     BadUrl(String),
 }
 
-/// Serializes events as the format says, into `out` (cleared first).
-pub fn encode_events(
-    events: &[WireEvent],
+/// A request body written event by event, as the format says, straight from the audience's
+/// drafts: no wire event in between, no allocation once `out` has grown.
+pub struct BodyWriter<'a> {
+    out: &'a mut Vec<u8>,
     format: BodyFormat,
-    out: &mut Vec<u8>,
-) -> Result<(), HttpError> {
-    out.clear();
-    match format {
-        BodyFormat::Json => serde_json::to_writer(&mut *out, events)?,
-        BodyFormat::Ndjson => {
-            for event in events {
-                serde_json::to_writer(&mut *out, event)?;
-                out.push(b'\n');
-            }
+    events: usize,
+}
+
+impl<'a> BodyWriter<'a> {
+    /// Starts a body in `out` (cleared first).
+    pub fn new(out: &'a mut Vec<u8>, format: BodyFormat) -> BodyWriter<'a> {
+        out.clear();
+        if format == BodyFormat::Json {
+            out.push(b'[');
+        }
+        BodyWriter {
+            out,
+            format,
+            events: 0,
         }
     }
-    Ok(())
+
+    pub fn push(&mut self, draft: &EventDraft, ts: i64, sent_at: Option<i64>) {
+        if self.format == BodyFormat::Json && self.events > 0 {
+            self.out.push(b',');
+        }
+        draft.write_json(self.out, ts, sent_at);
+        if self.format == BodyFormat::Ndjson {
+            self.out.push(b'\n');
+        }
+        self.events += 1;
+    }
+
+    /// Ends the body; answers its length.
+    pub fn finish(self) -> usize {
+        if self.format == BodyFormat::Json {
+            self.out.push(b']');
+        }
+        self.out.len()
+    }
 }
 
 /// The body as it goes on the wire.
@@ -219,30 +239,49 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::workload::empty_wire_event;
+    use wire::WireEvent;
 
-    fn two_events() -> Vec<WireEvent> {
-        let mut a = empty_wire_event();
-        a.event_id = "a".into();
-        let mut b = empty_wire_event();
-        b.event_id = "b".into();
-        vec![a, b]
+    fn drafts() -> Vec<EventDraft> {
+        let config = crate::workload::WorkloadConfig {
+            seed: 3,
+            viewers: 5,
+            heartbeat: Duration::from_secs(10),
+            catalog_titles: 10,
+            zipf_exponent: 1.0,
+        };
+        let mut audience = crate::workload::Audience::whole(
+            &config,
+            std::sync::Arc::new(config.catalog().unwrap()),
+        );
+        (0..3).map(|_| audience.next_event().unwrap()).collect()
+    }
+
+    fn written(format: BodyFormat) -> Vec<u8> {
+        let mut out = b"left over".to_vec();
+        let mut body = BodyWriter::new(&mut out, format);
+        for draft in &drafts() {
+            body.push(draft, 7, Some(8));
+        }
+        assert_eq!(body.finish(), out.len());
+        out
     }
 
     #[test]
     fn json_bodies_are_one_array_and_ndjson_bodies_one_event_per_line() {
-        let mut out = Vec::new();
-        encode_events(&two_events(), BodyFormat::Json, &mut out).unwrap();
-        let parsed: Vec<WireEvent> = serde_json::from_slice(&out).unwrap();
-        assert_eq!(parsed, two_events());
+        let expected: Vec<WireEvent> = drafts().iter().map(|d| d.to_wire(7, Some(8))).collect();
+        let parsed: Vec<WireEvent> = serde_json::from_slice(&written(BodyFormat::Json)).unwrap();
+        assert_eq!(parsed, expected);
 
-        encode_events(&two_events(), BodyFormat::Ndjson, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(written(BodyFormat::Ndjson)).unwrap();
         let lines: Vec<WireEvent> = text
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        assert_eq!(lines, two_events());
+        assert_eq!(lines, expected);
+
+        let mut out = Vec::new();
+        assert_eq!(BodyWriter::new(&mut out, BodyFormat::Json).finish(), 2);
+        assert_eq!(out, b"[]");
     }
 
     #[test]

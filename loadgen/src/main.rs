@@ -340,11 +340,11 @@ fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut raw = Vec::new();
     for (index, batch) in drafts.chunks(args.batch).enumerate() {
-        let wire: Vec<_> = batch
-            .iter()
-            .map(|draft| draft.to_wire(axis.ts(draft.at_ms).min(now), Some(now)))
-            .collect();
-        loadgen::http::encode_events(&wire, args.format, &mut raw)?;
+        let mut body = loadgen::http::BodyWriter::new(&mut raw, args.format);
+        for draft in batch {
+            body.push(draft, axis.ts(draft.at_ms).min(now), Some(now));
+        }
+        body.finish();
         let path = args.out.join(format!("body-{index:03}.json"));
         std::fs::write(&path, &raw).with_context(|| format!("cannot write {}", path.display()))?;
     }

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use wire::{PlaybackEvent, WireEvent};
+use wire::PlaybackEvent;
 
 use crate::acked::{AckedEvent, AckedLogError, AckedLogWriter};
 use crate::cassandra::CassandraWriter;
 use crate::cpu::process_cpu_time;
-use crate::http::{compress, encode_events, Compression, HttpError};
+use crate::http::{compress, BodyWriter, Compression, HttpError};
 use crate::ramp::{judge_step, saturation_point, RampReport, StepMeasurement, KEEP_UP_FRACTION};
 use crate::report::{Report, ReportError, RunFacts};
 use crate::schedule::{classify_send, Lateness, OpenSchedule};
@@ -26,9 +26,7 @@ use crate::settings::{LoadShape, RunSettings, TargetSettings};
 use crate::stats::{progress, HistogramError, Sample};
 use crate::target::{Payload, Target};
 use crate::workload::clock::{simulated_span, TimeAxis, ASSUMED_MAX_EVENTS_PER_SEC};
-use crate::workload::{
-    empty_wire_event, Audience, EventDraft, KindCounts, WorkloadError, ZipfCatalog,
-};
+use crate::workload::{Audience, EventDraft, KindCounts, WorkloadError, ZipfCatalog};
 
 /// Why a run stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +235,6 @@ impl Runner {
                     index as u64,
                     shares,
                 ),
-                events: Vec::new(),
                 ids: Vec::new(),
                 raw: Vec::new(),
             })
@@ -380,8 +377,6 @@ impl PhaseContext {
 struct Worker {
     index: usize,
     audience: Audience,
-    /// Reused from request to request: strings keep their capacity.
-    events: Vec<WireEvent>,
     /// The ids of the request in flight, for the acknowledged-events log.
     ids: Vec<AckedEvent>,
     raw: Vec<u8>,
@@ -544,16 +539,14 @@ impl Worker {
                 compression,
                 ..
             } => {
-                if self.events.len() < batch {
-                    self.events.resize_with(batch, empty_wire_event);
-                }
-                let mut slots = std::mem::take(&mut self.events);
-                for slot in &mut slots[..batch] {
+                let mut raw = std::mem::take(&mut self.raw);
+                let mut body = BodyWriter::new(&mut raw, *format);
+                for _ in 0..batch {
                     let (draft, ts) = self.draw(context, sent_at_ms, interval);
-                    draft.fill_wire(slot, ts, Some(sent_at_ms));
+                    body.push(&draft, ts, Some(sent_at_ms));
                 }
-                self.events = slots;
-                encode_events(&self.events[..batch], *format, &mut self.raw)?;
+                body.finish();
+                self.raw = raw;
                 let counters = &mut interval.counters;
                 counters.raw_bytes += self.raw.len() as u64;
                 let body = match compression {

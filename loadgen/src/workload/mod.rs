@@ -225,6 +225,59 @@ impl EventDraft {
         wire.received_at = None;
     }
 
+    /// Appends this event as JSON to `out`: the bytes serde_json writes for
+    /// [`EventDraft::to_wire`], with no wire event in between and no allocation (tested equal).
+    /// This is most of what the generator spends per event.
+    pub fn write_json(&self, out: &mut Vec<u8>, ts: i64, sent_at: Option<i64>) {
+        let mut uuid_text = uuid::Uuid::encode_buffer();
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"event_id\":\"");
+        out.extend_from_slice(
+            self.event_id
+                .hyphenated()
+                .encode_lower(&mut uuid_text)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"session_id\":\"");
+        out.extend_from_slice(
+            self.session_id
+                .hyphenated()
+                .encode_lower(&mut uuid_text)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"user_id\":");
+        out.extend_from_slice(number.format(self.user_id).as_bytes());
+        out.extend_from_slice(b",\"content_id\":");
+        out.extend_from_slice(number.format(self.content_id).as_bytes());
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"ts\":");
+        out.extend_from_slice(number.format(ts).as_bytes());
+        if let Some(sent_at) = sent_at {
+            out.extend_from_slice(b",\"sent_at\":");
+            out.extend_from_slice(number.format(sent_at).as_bytes());
+        }
+        out.extend_from_slice(b",\"position_ms\":");
+        out.extend_from_slice(number.format(self.position_ms).as_bytes());
+        let mut optional_number = |name: &[u8], value: Option<u64>| {
+            if let Some(value) = value {
+                out.extend_from_slice(name);
+                out.extend_from_slice(number.format(value).as_bytes());
+            }
+        };
+        optional_number(b",\"duration_ms\":", self.duration_ms);
+        optional_number(b",\"bitrate_kbps\":", self.bitrate_kbps.map(u64::from));
+        optional_number(b",\"buffer_ms\":", self.buffer_ms.map(u64::from));
+        if let Some(code) = self.error_code {
+            write_text(out, b",\"error_code\":", code);
+        }
+        write_text(out, b",\"device\":", self.device);
+        write_text(out, b",\"cdn\":", self.cdn);
+        write_text(out, b",\"app_version\":", self.app_version);
+        write_text(out, b",\"country\":", self.country);
+        out.push(b'}');
+    }
+
     /// This event as the service stores it, for writers that skip the service (`loadgen
     /// cassandra`): the same values the service would make of [`EventDraft::fill_wire`]'s.
     pub fn to_playback(&self, ts: i64, sent_at: Option<i64>, received_at: i64) -> PlaybackEvent {
@@ -253,6 +306,23 @@ impl EventDraft {
         let mut wire = empty_wire_event();
         self.fill_wire(&mut wire, ts, sent_at);
         wire
+    }
+}
+
+/// `name` and `text` as a JSON string. The audience's texts are constants without anything to
+/// escape; one that had any goes through serde_json, so the output is JSON whatever they hold.
+fn write_text(out: &mut Vec<u8>, name: &[u8], text: &str) {
+    out.extend_from_slice(name);
+    if text
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
     }
 }
 
@@ -450,6 +520,24 @@ mod tests {
                 proptest::prop_assert!(wire::validate(&element, &ctx).is_ok(), "{}", json);
             }
         }
+    }
+
+    #[test]
+    fn events_written_as_json_directly_are_what_serde_writes() {
+        for draft in events(&config(11, 300), 5_000) {
+            for sent_at in [Some(1_750_000_000_000), None] {
+                let mut direct = Vec::new();
+                draft.write_json(&mut direct, -5, sent_at);
+                let serde = serde_json::to_vec(&draft.to_wire(-5, sent_at)).unwrap();
+                assert_eq!(
+                    String::from_utf8(direct).unwrap(),
+                    String::from_utf8(serde).unwrap()
+                );
+            }
+        }
+        let mut odd = Vec::new();
+        write_text(&mut odd, b"\"x\":", "a\"b\\c\u{1}");
+        assert_eq!(odd, br#""x":"a\"b\\c\u0001""#);
     }
 
     #[test]
