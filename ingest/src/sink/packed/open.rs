@@ -140,33 +140,45 @@ impl ShardChunks {
         self.next_position = self.next_position.max(position + 1);
         *self.pending.entry(position).or_default() += events.len() as u32;
         for event in events.iter() {
-            let day = event.day();
-            let key = (event.user_id, day);
-            if self.chunk_mut(key).is_none() {
-                // The viewer has moved past midnight: yesterday's chunk is complete.
-                self.close((event.user_id, day - 1), CloseReason::DayBoundary);
-                self.open.entry(event.user_id).or_default().push((
-                    day,
-                    OpenChunk {
-                        events: Vec::new(),
-                        positions: Vec::new(),
-                        opened_at_ms: now_ms,
-                        bytes: 0,
-                    },
-                ));
-                self.by_age.push_back((now_ms, event.user_id, day));
-                self.open_chunks += 1;
-            }
+            let (user_id, day) = (event.user_id, event.day());
             let bytes = event_bytes(event);
             self.open_bytes += bytes;
-            let chunk = self.chunk_mut(key).expect("inserted above");
+            // Most events join a chunk already open: one lookup for them.
+            let days = self.open.entry(user_id).or_default();
+            let chunk = match days.iter_mut().position(|(open_day, _)| *open_day == day) {
+                Some(at) => &mut days[at].1,
+                None => {
+                    if days.iter().any(|(open_day, _)| *open_day == day - 1) {
+                        // The viewer has moved past midnight: yesterday's chunk is complete.
+                        self.close((user_id, day - 1), CloseReason::DayBoundary);
+                    }
+                    self.by_age.push_back((now_ms, user_id, day));
+                    self.open_chunks += 1;
+                    let days = self.open.entry(user_id).or_default();
+                    days.push((
+                        day,
+                        OpenChunk {
+                            events: Vec::new(),
+                            positions: Vec::new(),
+                            opened_at_ms: now_ms,
+                            bytes: 0,
+                        },
+                    ));
+                    &mut days.last_mut().expect("pushed above").1
+                }
+            };
             chunk.events.push(event.clone());
             chunk.positions.push(position);
             chunk.bytes += bytes;
-            if chunk.events.len() >= limits.max_events {
-                self.close(key, CloseReason::Full);
+            let reason = if chunk.events.len() >= limits.max_events {
+                Some(CloseReason::Full)
             } else if matches!(event.kind, EventKind::Stop | EventKind::Complete) {
-                self.close(key, CloseReason::SessionEnded);
+                Some(CloseReason::SessionEnded)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.close((user_id, day), reason);
             }
         }
         while self.open_bytes > limits.max_open_bytes {
@@ -206,14 +218,6 @@ impl ShardChunks {
         while let Some((opened_at, user_id, day)) = self.by_age.pop_front() {
             self.close_opened_at((user_id, day), opened_at, CloseReason::Shutdown);
         }
-    }
-
-    fn chunk_mut(&mut self, (user_id, day): (u64, i32)) -> Option<&mut OpenChunk> {
-        self.open
-            .get_mut(&user_id)?
-            .iter_mut()
-            .find(|(open_day, _)| *open_day == day)
-            .map(|(_, chunk)| chunk)
     }
 
     fn close(&mut self, key: (u64, i32), reason: CloseReason) {
