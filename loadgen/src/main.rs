@@ -66,16 +66,41 @@ struct BodiesArgs {
     /// Concurrent viewers of the audience.
     #[arg(long, default_value_t = 100_000)]
     viewers: u64,
+    #[command(flatten)]
+    audience: AudienceArgs,
+}
+
+/// Who the audience watches and how: the same for every command that generates events.
+#[derive(Args)]
+struct AudienceArgs {
     /// Heartbeat interval of a playing session.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
     /// Titles in the catalog.
     #[arg(long, default_value_t = 10_000)]
     catalog: usize,
+    /// Zipf exponent of title popularity.
     #[arg(long, default_value_t = 1.0)]
     zipf_s: f64,
+    /// The same seed gives the same events (ids, users, sessions, order).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+impl AudienceArgs {
+    /// The workload of `viewers` viewers, checked.
+    fn workload(&self, viewers: u64) -> anyhow::Result<WorkloadConfig> {
+        let workload = WorkloadConfig {
+            seed: self.seed,
+            viewers,
+            heartbeat: self.heartbeat,
+            catalog_titles: self.catalog,
+            zipf_exponent: self.zipf_s,
+        };
+        workload.validate()?;
+        workload.catalog()?;
+        Ok(workload)
+    }
 }
 
 #[derive(Args)]
@@ -172,18 +197,8 @@ struct LoadArgs {
     /// Seconds of viewing per second of wall time (with --rate; sizes the audience).
     #[arg(long)]
     time_compression: Option<f64>,
-    /// Heartbeat interval of a playing session.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    heartbeat: Duration,
-    /// Titles in the catalog.
-    #[arg(long, default_value_t = 10_000)]
-    catalog: usize,
-    /// Zipf exponent of title popularity.
-    #[arg(long, default_value_t = 1.0)]
-    zipf_s: f64,
-    /// The same seed gives the same events (ids, users, sessions, order).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    audience: AudienceArgs,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -321,14 +336,7 @@ fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
             loadgen::settings::MAX_BATCH
         );
     }
-    let workload = WorkloadConfig {
-        seed: args.seed,
-        viewers: args.viewers,
-        heartbeat: args.heartbeat,
-        catalog_titles: args.catalog,
-        zipf_exponent: args.zipf_s,
-    };
-    workload.validate()?;
+    let workload = args.audience.workload(args.viewers)?;
     let mut audience = loadgen::workload::Audience::whole(&workload, Arc::new(workload.catalog()?));
     let drafts: Vec<_> = (0..events).filter_map(|_| audience.next_event()).collect();
     let now = loadgen::run::wall_clock_ms();
@@ -421,15 +429,7 @@ fn run_load(
         (None, true, false) => LoadShape::Max,
         _ => return Err(SettingsError::RateOrMax.into()),
     };
-    let mut workload = WorkloadConfig {
-        seed: args.seed,
-        viewers: 1,
-        heartbeat: args.heartbeat,
-        catalog_titles: args.catalog,
-        zipf_exponent: args.zipf_s,
-    };
-    workload.validate()?;
-    workload.catalog()?;
+    let mut workload = args.audience.workload(1)?;
     let per_viewer = events_per_viewer_per_sec(&workload)?;
     let audience = size_audience(
         load.rate_of_step(0),
