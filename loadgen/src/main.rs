@@ -329,7 +329,6 @@ fn main() -> ExitCode {
 /// Writes the audience's first `count x batch` events as bodies: their simulated time laid out
 /// to end now, `sent_at` now (the server takes bodies reposted later, their events just older).
 fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
-    let events = args.count.saturating_mul(args.batch);
     if args.count == 0 || args.batch == 0 || args.batch > loadgen::settings::MAX_BATCH {
         anyhow::bail!(
             "--count must be at least 1 and --batch between 1 and {}",
@@ -337,8 +336,14 @@ fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
         );
     }
     let workload = args.audience.workload(args.viewers)?;
-    let mut audience = loadgen::workload::Audience::whole(&workload, Arc::new(workload.catalog()?));
-    let drafts: Vec<_> = (0..events).filter_map(|_| audience.next_event()).collect();
+    let catalog = Arc::new(workload.catalog()?);
+    let events = args.count.saturating_mul(args.batch);
+    // Two passes over the same seed, so memory holds one body, not all of them: the first
+    // finds how much simulated time the events span, the second writes them.
+    let mut audience = loadgen::workload::Audience::whole(&workload, catalog.clone());
+    for _ in 0..events {
+        audience.next_event();
+    }
     let now = loadgen::run::wall_clock_ms();
     let axis = loadgen::workload::clock::TimeAxis::ending_at(
         now,
@@ -346,18 +351,19 @@ fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
     );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut audience = loadgen::workload::Audience::whole(&workload, catalog);
     let mut raw = Vec::new();
-    for (index, batch) in drafts.chunks(args.batch).enumerate() {
+    for index in 0..args.count {
         let mut body = loadgen::http::BodyWriter::new(&mut raw, args.format);
-        for draft in batch {
-            body.push(draft, axis.ts(draft.at_ms).min(now), Some(now));
+        for draft in (0..args.batch).filter_map(|_| audience.next_event()) {
+            body.push(&draft, axis.ts(draft.at_ms).min(now), Some(now));
         }
         body.finish();
         let path = args.out.join(format!("body-{index:03}.json"));
         std::fs::write(&path, &raw).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!(
-        "loadgen bodies: {} bodies of {} events ({} viewers) in {}",
+        "loadgen bodies: {} x {} events ({} viewers) in {}",
         args.count,
         args.batch,
         args.viewers,

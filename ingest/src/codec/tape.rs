@@ -14,8 +14,9 @@ use simd_json::{Buffers, Node, StaticNode};
 use wire::limits::MAX_NESTING;
 use wire::{RawEvent, Scalar, Shape};
 
-/// A thread keeps its parse buffers for bodies up to this size; a larger body gets buffers of
-/// its own, freed after it, so an idle blocking thread never holds more than a few MiB.
+/// A thread keeps its parse buffers (grown to the largest body it parsed) for bodies up to this
+/// size; a larger body gets buffers of its own, freed after it, so an idle thread never holds
+/// more than a few MiB.
 const KEPT_BUFFERS_FOR_BYTES: usize = 1 << 20;
 
 thread_local! {
@@ -29,7 +30,7 @@ pub(super) fn with_buffers<R>(input_len: usize, parse: impl FnOnce(&mut Buffers)
     }
     let mut buffers = BUFFERS
         .with(|kept| kept.borrow_mut().take())
-        .unwrap_or_else(|| Buffers::new(KEPT_BUFFERS_FOR_BYTES));
+        .unwrap_or_else(|| Buffers::new(input_len));
     let result = parse(&mut buffers);
     BUFFERS.with(|kept| *kept.borrow_mut() = Some(buffers));
     result

@@ -115,8 +115,8 @@ pub fn encode(events: &[PlaybackEvent]) -> EncodedBlock {
     encode_as(events, Payload::Zstd)
 }
 
-/// [`encode`], with the payload stored as `payload` says.
-pub fn encode_as(events: &[PlaybackEvent], payload: Payload) -> EncodedBlock {
+/// [`encode`], with the payload stored as `kind` says.
+pub fn encode_as(events: &[PlaybackEvent], kind: Payload) -> EncodedBlock {
     let mut order: Vec<&PlaybackEvent> = events.iter().collect();
     order.sort_unstable_by(|a, b| {
         (a.user_id, b.ts, b.event_id, b.received_at).cmp(&(
@@ -149,7 +149,7 @@ pub fn encode_as(events: &[PlaybackEvent], payload: Payload) -> EncodedBlock {
         previous = Some(event);
     }
     let raw_len = raw.len() as u32;
-    let compressed = payload == Payload::Zstd;
+    let compressed = kind == Payload::Zstd;
     let payload = if compressed { compress(&raw) } else { raw };
 
     let mut header = BlockHeader {
