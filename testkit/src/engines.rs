@@ -32,6 +32,11 @@ pub fn postgres() -> Option<String> {
     )
 }
 
+/// `PLAYPULSE_TEST_NEO4J`: the Bolt connector's `host:port`.
+pub fn neo4j() -> Option<String> {
+    engine("Neo4j", "PLAYPULSE_TEST_NEO4J", "neo4j", "127.0.0.1:7687")
+}
+
 /// Whether engine-backed tests are to be skipped.
 pub fn skipped() -> bool {
     std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1")
