@@ -653,7 +653,7 @@ impl PipelineUnderTest {
         settings.cassandra.node_id = format!("bench-{keyspace}");
         // The side paths are measured by `bench invalidation`; here only the write path counts.
         settings.invalidation.enabled = false;
-        settings.platform.recommendations.record_views = false;
+        settings.platform.graph.feed_playback = false;
         apply_schema(args, keyspace).await?;
         let service = playpulse::Service::start(&settings).await?;
         eprintln!(

@@ -44,7 +44,7 @@ impl Default for FeedOptions {
 /// Told which users and titles a write changed, after the graph holds it. Runs on the
 /// feeder's task: it must only note what to do and return.
 pub trait FlushListener: Send + Sync + 'static {
-    fn flushed(&self, users: &[u64], titles: &[u64]);
+    fn flushed(&self, update: &GraphUpdate);
 }
 
 /// What the feeder did so far.
@@ -155,10 +155,15 @@ impl GraphFeeder {
     }
 
     fn send(&self, facts: Facts) {
-        if self.queue.try_send(facts).is_err() {
-            self.counters
-                .dropped_batches
-                .fetch_add(1, Ordering::Relaxed);
+        send(&self.queue, &self.counters, facts);
+    }
+
+    /// A handle that feeds account facts without keeping the feeder alive: for parts that
+    /// outlive the side paths (the outbox relay), so that the feeder still ends with them.
+    pub fn downgrade(&self) -> WeakGraphFeeder {
+        WeakGraphFeeder {
+            queue: self.queue.downgrade(),
+            counters: self.counters.clone(),
         }
     }
 
@@ -176,6 +181,28 @@ impl GraphFeeder {
             dropped_batches: counters.dropped_batches.load(Ordering::Relaxed),
             dropped_updates: counters.dropped_updates.load(Ordering::Relaxed),
             pending: counters.pending.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn send(queue: &mpsc::Sender<Facts>, counters: &Counters, facts: Facts) {
+    if queue.try_send(facts).is_err() {
+        counters.dropped_batches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// See [`GraphFeeder::downgrade`].
+#[derive(Clone)]
+pub struct WeakGraphFeeder {
+    queue: mpsc::WeakSender<Facts>,
+    counters: Arc<Counters>,
+}
+
+impl WeakGraphFeeder {
+    /// [`GraphFeeder::record_identities`]; once the feeder has ended, nothing.
+    pub fn record_identities(&self, links: Vec<IdentityLink>) {
+        if let (Some(queue), false) = (self.queue.upgrade(), links.is_empty()) {
+            send(&queue, &self.counters, Facts::Identities(links));
         }
     }
 }
@@ -311,18 +338,7 @@ async fn run(
                 backoff = options.flush_interval;
                 next_write = Instant::now() + options.flush_interval;
                 if let Some(listener) = after_flush.get() {
-                    let users: BTreeSet<u64> = update
-                        .watches
-                        .iter()
-                        .map(|watch| watch.user)
-                        .chain(update.identities.iter().map(|link| link.user))
-                        .collect();
-                    let titles: BTreeSet<u64> =
-                        update.watches.iter().map(|watch| watch.title).collect();
-                    listener.flushed(
-                        &users.into_iter().collect::<Vec<_>>(),
-                        &titles.into_iter().collect::<Vec<_>>(),
-                    );
+                    listener.flushed(&update);
                 }
                 note(&pending, 0);
             }

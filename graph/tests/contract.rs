@@ -269,9 +269,12 @@ struct Heard {
 }
 
 impl FlushListener for Heard {
-    fn flushed(&self, users: &[u64], titles: &[u64]) {
-        self.users.lock().unwrap().extend_from_slice(users);
-        self.titles.lock().unwrap().extend_from_slice(titles);
+    fn flushed(&self, update: &GraphUpdate) {
+        let mut users = self.users.lock().unwrap();
+        users.extend(update.watches.iter().map(|watch| watch.user));
+        users.extend(update.identities.iter().map(|link| link.user));
+        let mut titles = self.titles.lock().unwrap();
+        titles.extend(update.watches.iter().map(|watch| watch.title));
     }
 }
 

@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
                 email: Email::try_from(format!("u{i}@bench.example")).unwrap(),
                 name: Name::try_from("Bench".to_owned()).unwrap(),
                 country: parse_country("FR").unwrap(),
+                device: None,
             })
             .await?;
         users.push(user.id);
@@ -130,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
                     user_id: users[i % users.len()],
                     plan_id: plan.id,
                     token: PaymentToken::try_from("tok_visa").unwrap(),
+                    device: None,
                 };
                 let key =
                     IdempotencyKey::try_from(uuid::Uuid::new_v4().to_string().as_str()).unwrap();
@@ -157,15 +159,6 @@ async fn main() -> anyhow::Result<()> {
     let lags: Vec<f64> = relay.take_lags().into_iter().map(f64::from).collect();
 
     // Recommendations: give 200 users a viewing history, compute their read model rows.
-    let (recorder, task) = platform::recommendations::ViewingRecorder::start(
-        read_model.clone(),
-        Some(cache.clone()),
-        Default::default(),
-        20,
-        1024,
-    );
-    drop(recorder);
-    task.finished().await;
     let mut views = Vec::new();
     for user in 0..200u64 {
         for k in 0..5u64 {
@@ -177,12 +170,25 @@ async fn main() -> anyhow::Result<()> {
         let items =
             platform::recommendations::co_watched(read_model.as_ref(), 1_000_000 + user, 20)
                 .await?;
+        let list = platform::readmodel::RecommendationList {
+            source: "co_watched".to_owned(),
+            computed_at: platform::domain::now_ms(),
+            items,
+        };
         read_model
-            .put_recommendations(1_000_000 + user, &items)
+            .put_recommendations(1_000_000 + user, &list)
             .await?;
     }
+    let recommender = std::sync::Arc::new(platform::recommendations::GraphRecommender::new(
+        std::sync::Arc::new(graph::MemoryGraph::new()),
+        read_model.clone(),
+        Some(cache.clone()),
+        Default::default(),
+        Default::default(),
+    ));
     let service = RecommendationService::new(
         read_model.clone(),
+        recommender,
         cache.clone(),
         Duration::from_secs(3600),
         20,

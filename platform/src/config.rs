@@ -70,10 +70,61 @@ pub struct RecommendationsSettings {
     pub profile_ttl: Duration,
     /// Titles per answer.
     pub limit: usize,
-    /// Record views from ingest's durable batches (the side path feeding recommendations).
-    pub record_views: bool,
-    /// Batches of views queued for the recorder at most; beyond it batches are dropped, counted.
-    pub recorder_queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphKind {
+    /// The in-process graph: the embedded default.
+    Memory,
+    /// Neo4j over Bolt at `neo4j_uri`.
+    Neo4j,
+}
+
+/// `[platform.graph]`: where recommendations and fraud rings are computed from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSettings {
+    pub kind: GraphKind,
+    pub neo4j_uri: String,
+    pub neo4j_user: String,
+    pub neo4j_password: String,
+    /// Bounds every Neo4j call (writes of the feeder, reads of the refreshes).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Feed the graph from ingest's durable playback events (a side path).
+    pub feed_playback: bool,
+    /// How long the feeder coalesces before a write.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Updates the feeder holds at most while the graph is slow or down; beyond: dropped, counted.
+    pub max_pending: usize,
+    /// Batches queued for the feeder at most; beyond: dropped, counted.
+    pub queue_batches: usize,
+    /// How often changed titles' similar titles and changed users' lists are recomputed.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// How often every title's similar titles are recomputed.
+    #[serde(with = "humantime_serde")]
+    pub full_refresh_interval: Duration,
+    /// Similar titles kept per title.
+    pub top_k: usize,
+    /// Viewers of more titles than this say nothing of taste: left out of co-watching.
+    pub max_viewer_titles: u64,
+    /// Titles watched by more than this share of viewers are hubs, never similar titles.
+    pub hub_share: f64,
+    /// Fewer viewers in common than this is noise.
+    pub min_together: u64,
+    /// How far back `trending` looks.
+    #[serde(with = "humantime_serde")]
+    pub trending_window: Duration,
+    /// How often fraud rings are recomputed (when new links arrived).
+    #[serde(with = "humantime_serde")]
+    pub rings_interval: Duration,
+    /// Identifiers two accounts must share to be linked.
+    pub ring_min_shared: usize,
+    /// Identifiers used by more accounts than this link no one.
+    pub ring_max_accounts: u64,
 }
 
 /// The `[platform]` section, as written.
@@ -86,6 +137,7 @@ pub struct PlatformSection {
     pub read_model: ReadModelSettings,
     pub outbox: OutboxSettings,
     pub recommendations: RecommendationsSettings,
+    pub graph: GraphSettings,
 }
 
 /// Where the Cassandra read model connects (the service's `[cassandra]` section).
@@ -104,6 +156,7 @@ pub struct PlatformSettings {
     pub read_model: ReadModelSettings,
     pub outbox: OutboxSettings,
     pub recommendations: RecommendationsSettings,
+    pub graph: GraphSettings,
     /// Where the embedded files go by default.
     pub data_dir: PathBuf,
     pub cassandra: CassandraConnection,
@@ -155,6 +208,44 @@ impl PlatformSettings {
         }
         if self.recommendations.limit == 0 {
             return fail("platform.recommendations.limit", "must be at least 1");
+        }
+        let graph = &self.graph;
+        for (setting, interval) in [
+            ("platform.graph.request_timeout", graph.request_timeout),
+            ("platform.graph.flush_interval", graph.flush_interval),
+            ("platform.graph.refresh_interval", graph.refresh_interval),
+            (
+                "platform.graph.full_refresh_interval",
+                graph.full_refresh_interval,
+            ),
+            ("platform.graph.trending_window", graph.trending_window),
+            ("platform.graph.rings_interval", graph.rings_interval),
+        ] {
+            if interval.is_zero() {
+                return fail(setting, "must be more than 0");
+            }
+        }
+        for (setting, count) in [
+            ("platform.graph.max_pending", graph.max_pending),
+            ("platform.graph.queue_batches", graph.queue_batches),
+            ("platform.graph.top_k", graph.top_k),
+            ("platform.graph.ring_min_shared", graph.ring_min_shared),
+        ] {
+            if count == 0 {
+                return fail(setting, "must be at least 1");
+            }
+        }
+        if !(graph.hub_share > 0.0 && graph.hub_share <= 1.0) {
+            return fail("platform.graph.hub_share", "must be in (0, 1]");
+        }
+        if graph.ring_max_accounts < 2 {
+            return fail("platform.graph.ring_max_accounts", "must be at least 2");
+        }
+        if graph.kind == GraphKind::Neo4j && graph.neo4j_uri.trim().is_empty() {
+            return fail(
+                "platform.graph.neo4j_uri",
+                "is required when kind = \"neo4j\"",
+            );
         }
         let keyspace = &self.read_model.keyspace;
         if keyspace.is_empty()

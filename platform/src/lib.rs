@@ -1,14 +1,17 @@
 //! PlayPulse's CQRS platform: the command side (users, plans, subscriptions and payments on
 //! PostgreSQL, or SQLite on the embedded default), API keys, the transactional outbox and its relay, the
-//! projectors that keep the read models (Cassandra, or a local file) and the cache in step, the
-//! recommendations query, and billing reports.
+//! projectors that keep the read models (Cassandra, or a local file) and the cache in step,
+//! recommendations and fraud rings from the graph (Neo4j, or in process), and billing reports.
 //!
 //! Data flows: HTTP command -> domain types -> command store transaction (change + outbox
-//! event) -> relay -> projector (read model, then cache invalidation) -> queries.
+//! event) -> relay -> projector (read model, then cache invalidation; identifiers to the graph
+//! feeder) -> queries. Playback: durable events -> graph feeder -> graph -> refreshes
+//! (similar titles and fraud rings in memory, users' lists in the read model) -> queries.
 
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod fraud;
 pub mod http;
 pub mod keys;
 pub mod outbox;
@@ -23,11 +26,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache::Cache;
+use graph::feed::{FeedOptions, FeederTask, FlushListener, GraphFeeder};
+use graph::rings::RingOptions;
+use graph::similarity::SimilarityOptions;
+use graph::{GraphError, GraphStore, GraphUpdate, MemoryGraph, Neo4jGraph, Neo4jOptions};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::commands::{CommandOptions, Commands};
-use crate::config::{CommandStoreKind, PlatformSettings, ReadModelKind, SettingError};
+use crate::config::{
+    CommandStoreKind, GraphKind, GraphSettings, PlatformSettings, ReadModelKind, SettingError,
+};
+use crate::fraud::{FraudRings, FraudTask};
 use crate::keys::ApiKeys;
 use crate::outbox::{Relay, RelayHandle, RelayOptions};
 use crate::payments::{PaymentGateway, SimulatedGateway};
@@ -35,7 +45,9 @@ use crate::projectors::ProfileProjector;
 use crate::readmodel::{
     CassandraReadModel, CassandraReadModelConfig, LocalReadModel, ReadModel, ReadModelError,
 };
-use crate::recommendations::{RecommendationService, RecorderTask, ViewingRecorder};
+use crate::recommendations::{
+    GraphRecommender, RankingOptions, RecommendationService, RefresherOptions, RefresherTask,
+};
 use crate::store::{CommandStore, PostgresStore, SqliteStore, StoreError};
 
 /// Why the platform cannot start.
@@ -48,6 +60,8 @@ pub enum PlatformError {
     Store(#[from] StoreError),
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
 }
 
 /// The running platform: its state for the router, the relay, and the background tasks.
@@ -55,9 +69,12 @@ pub struct Platform {
     pub state: http::PlatformState,
     pub relay: Arc<Relay>,
     api_keys: ApiKeys,
-    /// The view recorder (when `recommendations.record_views`), until its host takes it as a
-    /// side path of ingest with [`Platform::take_view_recorder`].
-    recorder: Option<(ViewingRecorder, RecorderTask)>,
+    /// The graph feeder, until its host takes it as a side path of ingest with
+    /// [`Platform::take_graph_feeder`] (when `graph.feed_playback`).
+    feeder: Option<(GraphFeeder, FeederTask)>,
+    feed_playback: bool,
+    refresher: Option<RefresherTask>,
+    fraud: Option<FraudTask>,
     relay_task: Option<RelayHandle>,
     purge: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
@@ -107,9 +124,41 @@ pub async fn open_read_model(
     })
 }
 
+/// Opens the graph the settings name (Neo4j: without connecting; it may be down now).
+pub fn open_graph(settings: &GraphSettings) -> Result<Arc<dyn GraphStore>, PlatformError> {
+    Ok(match settings.kind {
+        GraphKind::Memory => Arc::new(MemoryGraph::new()),
+        GraphKind::Neo4j => {
+            let graph = Neo4jGraph::new(&Neo4jOptions {
+                uri: settings.neo4j_uri.clone(),
+                user: settings.neo4j_user.clone(),
+                password: settings.neo4j_password.clone(),
+                request_timeout: settings.request_timeout,
+                ..Neo4jOptions::default()
+            })?;
+            tracing::info!(address = graph.address(), "graph: neo4j");
+            Arc::new(graph)
+        }
+    })
+}
+
+/// What the feeder tells after each graph write: the refresher marks what changed, the fraud
+/// rings note new links.
+struct AfterGraphWrite {
+    recommender: Arc<GraphRecommender>,
+    fraud: Arc<FraudRings>,
+}
+
+impl FlushListener for AfterGraphWrite {
+    fn flushed(&self, update: &GraphUpdate) {
+        self.recommender.heard(update);
+        self.fraud.heard(update);
+    }
+}
+
 impl Platform {
-    /// Opens the stores, starts the relay, the recorder and the key purge, with the simulated
-    /// payment gateway.
+    /// Opens the stores and the graph, starts the relay, the graph feeder and refreshes and
+    /// the key purge, with the simulated payment gateway.
     pub async fn build(
         settings: &PlatformSettings,
         cache: Arc<dyn Cache>,
@@ -125,8 +174,9 @@ impl Platform {
         settings.validate()?;
         let store = open_store(settings).await?;
         let read_model = open_read_model(settings).await?;
+        let graph = open_graph(&settings.graph)?;
         Ok(Platform::assemble(
-            settings, store, read_model, cache, gateway,
+            settings, store, read_model, graph, cache, gateway,
         ))
     }
 
@@ -135,9 +185,55 @@ impl Platform {
         settings: &PlatformSettings,
         store: Arc<dyn CommandStore>,
         read_model: Arc<dyn ReadModel>,
+        graph: Arc<dyn GraphStore>,
         cache: Arc<dyn Cache>,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Platform {
+        let graph_settings = &settings.graph;
+        let (feeder, feeder_task) = GraphFeeder::start(
+            graph.clone(),
+            FeedOptions {
+                flush_interval: graph_settings.flush_interval,
+                max_pending: graph_settings.max_pending,
+                queue_batches: graph_settings.queue_batches,
+                ..FeedOptions::default()
+            },
+        );
+        let recommender = Arc::new(GraphRecommender::new(
+            graph.clone(),
+            read_model.clone(),
+            Some(cache.clone()),
+            Arc::default(),
+            RefresherOptions {
+                refresh_interval: graph_settings.refresh_interval,
+                full_refresh_interval: graph_settings.full_refresh_interval,
+                similarity: SimilarityOptions {
+                    top_k: graph_settings.top_k,
+                    max_viewer_titles: graph_settings.max_viewer_titles,
+                    hub_share: graph_settings.hub_share,
+                    min_together: graph_settings.min_together,
+                },
+                ranking: RankingOptions {
+                    limit: settings.recommendations.limit,
+                    ..RankingOptions::default()
+                },
+                trending_window: graph_settings.trending_window,
+                ..RefresherOptions::default()
+            },
+        ));
+        let fraud = Arc::new(FraudRings::new(
+            graph.clone(),
+            RingOptions {
+                min_shared: graph_settings.ring_min_shared,
+                max_accounts_per_identifier: graph_settings.ring_max_accounts,
+            },
+        ));
+        feeder.notify_after_flush(Arc::new(AfterGraphWrite {
+            recommender: recommender.clone(),
+            fraud: fraud.clone(),
+        }));
+        let refresher = recommender.start();
+        let fraud_task = fraud.start(graph_settings.rings_interval);
         let committed = Arc::new(Notify::new());
         let commands = Commands::new(
             store.clone(),
@@ -151,7 +247,7 @@ impl Platform {
         );
         let relay = Arc::new(Relay::new(
             store.clone(),
-            ProfileProjector::new(read_model.clone(), cache.clone()),
+            ProfileProjector::new(read_model.clone(), cache.clone()).feeding(feeder.downgrade()),
             RelayOptions {
                 poll_interval: settings.outbox.poll_interval,
                 batch_size: i64::from(settings.outbox.batch_size),
@@ -161,19 +257,11 @@ impl Platform {
         let relay_task = relay.clone().spawn();
         let recommendations = Arc::new(RecommendationService::new(
             read_model.clone(),
+            recommender,
             cache.clone(),
             settings.recommendations.ttl,
             settings.recommendations.limit,
         ));
-        let recorder = settings.recommendations.record_views.then(|| {
-            ViewingRecorder::start(
-                read_model.clone(),
-                Some(cache.clone()),
-                recommendations.refresh_epochs(),
-                settings.recommendations.limit,
-                settings.recommendations.recorder_queue,
-            )
-        });
         let api_keys = ApiKeys::new(store.clone());
         let purge = spawn_purge(store, settings.commands.idempotency_key_retention);
         Platform {
@@ -182,11 +270,15 @@ impl Platform {
                 read_model,
                 cache,
                 recommendations,
+                fraud,
                 profile_ttl: settings.recommendations.profile_ttl,
             },
             relay,
             api_keys,
-            recorder,
+            feeder: Some((feeder, feeder_task)),
+            feed_playback: graph_settings.feed_playback,
+            refresher: Some(refresher),
+            fraud: Some(fraud_task),
             relay_task: Some(relay_task),
             purge: Some(purge),
         }
@@ -201,15 +293,28 @@ impl Platform {
         http::router(self.state.clone())
     }
 
-    /// The view recorder and its task, for the host to feed with durable playback events and
-    /// to finish after its pipeline has drained (see [`ViewingRecorder`]); `None` when
-    /// `recommendations.record_views` is off or it was taken already.
-    pub fn take_view_recorder(&mut self) -> Option<(ViewingRecorder, RecorderTask)> {
-        self.recorder.take()
+    /// The graph feeder and its task, for the host to feed with durable playback events and
+    /// to finish after its pipeline has drained (see [`GraphFeeder`]); `None` when
+    /// `graph.feed_playback` is off or it was taken already.
+    pub fn take_graph_feeder(&mut self) -> Option<(GraphFeeder, FeederTask)> {
+        if !self.feed_playback {
+            return None;
+        }
+        self.feeder.take()
     }
 
-    /// Stops the relay after its round in progress, the purge, and lets a recorder still held
-    /// here write what it holds (once every recorder clone is dropped).
+    /// The refresher: what invalidation hears of refreshed users, and what benchmarks drive.
+    pub fn recommender(&self) -> &Arc<GraphRecommender> {
+        self.state.recommendations.recommender()
+    }
+
+    /// The graph recommendations and fraud rings are computed from.
+    pub fn graph(&self) -> &Arc<dyn GraphStore> {
+        self.recommender().graph()
+    }
+
+    /// Stops the relay after its round in progress, the purge, lets a feeder still held here
+    /// write what it holds (once every feeder clone is dropped), then stops the refreshes.
     pub async fn shutdown(mut self) {
         if let Some(relay) = self.relay_task.take() {
             relay.stop().await;
@@ -218,9 +323,15 @@ impl Platform {
             let _ = stop.send(true);
             let _ = task.await;
         }
-        if let Some((recorder, task)) = self.recorder.take() {
-            drop(recorder);
+        if let Some((feeder, task)) = self.feeder.take() {
+            drop(feeder);
             task.finished().await;
+        }
+        if let Some(refresher) = self.refresher.take() {
+            refresher.stop().await;
+        }
+        if let Some(fraud) = self.fraud.take() {
+            fraud.stop().await;
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
 use event_cql::CassandraConfig;
 use ingest::config::{CacheKind, HistoryLayout, SinkKind};
-use ingest::http::{self, AppState, PlaybackSessions};
+use ingest::http::{self, AppState, Degradable, PlaybackSessions};
 use ingest::pipeline::{Pipeline, PipelineWorkers};
 use ingest::sink::cassandra::{CassandraChunks, CassandraSink};
 use ingest::sink::embedded::{open_packed, EmbeddedSink, StoreOptions};
@@ -103,6 +103,21 @@ pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> 
     }
 }
 
+/// The graph as a dependency of readiness: when it does not answer, recommendations and fraud
+/// rings are served as last computed (with their age), and the service stays ready.
+struct GraphReadiness(Arc<dyn graph::GraphStore>);
+
+#[async_trait::async_trait]
+impl Degradable for GraphReadiness {
+    fn name(&self) -> &'static str {
+        "graph"
+    }
+
+    async fn ready(&self) -> bool {
+        self.0.ready().await
+    }
+}
+
 /// The running service: handlers' state, the batchers, the side paths and the platform.
 pub struct Service {
     /// What every ingest handler reaches; clone it to drive the handlers in process.
@@ -142,10 +157,21 @@ impl Service {
                     .context("cannot open the API keys (auth.enabled, [platform.commands])")?,
             ),
         };
-        let view_recorder = platform.as_mut().and_then(Platform::take_view_recorder);
+        let graph_feeder = platform.as_mut().and_then(Platform::take_graph_feeder);
+        let recommender = platform
+            .as_ref()
+            .map(|platform| platform.recommender().clone());
+        let degradable: Vec<Arc<dyn Degradable>> = platform
+            .as_ref()
+            .map(|platform| {
+                Arc::new(GraphReadiness(platform.graph().clone())) as Arc<dyn Degradable>
+            })
+            .into_iter()
+            .collect();
         let mut side_paths = SidePaths::start(
             &settings.invalidation,
-            view_recorder,
+            graph_feeder,
+            recommender,
             cache.clone(),
             metrics.clone(),
         );
@@ -169,6 +195,7 @@ impl Service {
                 )),
                 ttl: settings.auth.playback_token_ttl,
             }),
+            degradable,
         };
         Ok(Service {
             state,

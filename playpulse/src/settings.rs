@@ -156,6 +156,7 @@ impl Settings {
             read_model: platform.read_model.clone(),
             outbox: platform.outbox.clone(),
             recommendations: platform.recommendations.clone(),
+            graph: platform.graph.clone(),
             data_dir: self.embedded.data_dir.clone(),
             cassandra: CassandraConnection {
                 nodes: self.cassandra.nodes.clone(),

@@ -7,11 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cache::Cache;
+use graph::feed::{FeederTask, GraphFeeder};
 use ingest::config::InvalidationSettings;
 use ingest::sidepath::invalidation::{self, Invalidator};
 use ingest::sidepath::DurableListener;
 use ingest::telemetry::Metrics;
-use platform::recommendations::{RecorderTask, RefreshListener, ViewingRecorder};
+use platform::recommendations::{GraphRecommender, RefreshListener};
 use wire::PlaybackEvent;
 
 type Finished = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -32,15 +33,17 @@ pub struct SidePaths {
 impl SidePaths {
     /// Starts the side paths the settings ask for, in this order:
     ///
-    /// 1. `view_recorder` (the platform's, when it records views): records who watched what
-    ///    from `start`/`complete` events and refreshes those viewers' recommendations.
+    /// 1. `graph_feeder` (the platform's, when it feeds the graph from playback): coalesces
+    ///    what `start`/`pause`/`stop`/`complete` events say of watches and writes them to the
+    ///    graph; the platform's refresher then recomputes those viewers' recommendations.
     /// 2. `invalidation` (`invalidation.enabled`): drops the viewers' cached keys, coalesced
-    ///    per window. When the recorder runs and the keys include `recommendations:{id}`, it
-    ///    is fed by the recorder after each refresh instead of by the batchers: a cached answer
+    ///    per window. When the graph is fed and the keys include `recommendations:{id}`, it is
+    ///    fed by the refresher after each refresh instead of by the batchers: a cached answer
     ///    may only go once its replacement is in the read model.
     pub fn start(
         settings: &InvalidationSettings,
-        view_recorder: Option<(ViewingRecorder, RecorderTask)>,
+        graph_feeder: Option<(GraphFeeder, FeederTask)>,
+        recommender: Option<Arc<GraphRecommender>>,
         cache: Arc<dyn Cache>,
         metrics: Arc<Metrics>,
     ) -> SidePaths {
@@ -48,24 +51,24 @@ impl SidePaths {
         let invalidator = settings
             .enabled
             .then(|| invalidation::start(settings, cache, metrics));
-        let mut invalidation_fed_by_recorder = false;
-        if let Some((recorder, task)) = view_recorder {
-            if let Some((invalidator, _)) = &invalidator {
+        let mut invalidation_fed_by_refresher = false;
+        if let Some((feeder, task)) = graph_feeder {
+            if let (Some((invalidator, _)), Some(recommender)) = (&invalidator, &recommender) {
                 if settings.invalidates(wire::keys::recommendations) {
                     let after_refresh = Arc::new(InvalidateRefreshed(invalidator.clone()));
-                    invalidation_fed_by_recorder = recorder.notify_after_refresh(after_refresh);
+                    invalidation_fed_by_refresher = recommender.notify_after_refresh(after_refresh);
                 }
             }
             paths.push(SidePath {
-                name: "view_recorder",
-                listener: Some(Arc::new(RecordViews(recorder))),
+                name: "graph_feeder",
+                listener: Some(Arc::new(FeedGraph(feeder))),
                 finished: Box::pin(task.finished()),
             });
         }
         if let Some((listener, task)) = invalidator {
             paths.push(SidePath {
                 name: "invalidation",
-                listener: (!invalidation_fed_by_recorder)
+                listener: (!invalidation_fed_by_refresher)
                     .then_some(listener as Arc<dyn DurableListener>),
                 finished: Box::pin(task.finished()),
             });
@@ -96,16 +99,16 @@ impl SidePaths {
     }
 }
 
-/// The view recorder as a listener of durable batches.
-struct RecordViews(ViewingRecorder);
+/// The graph feeder as a listener of durable batches.
+struct FeedGraph(GraphFeeder);
 
-impl DurableListener for RecordViews {
+impl DurableListener for FeedGraph {
     fn on_durable(&self, events: &[PlaybackEvent]) {
-        self.0.record(events);
+        self.0.record_playback(events);
     }
 }
 
-/// The recorder's refreshed viewers, handed to the invalidation side path.
+/// The refresher's refreshed viewers, handed to the invalidation side path.
 struct InvalidateRefreshed(Arc<Invalidator>);
 
 impl RefreshListener for InvalidateRefreshed {

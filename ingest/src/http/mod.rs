@@ -36,6 +36,16 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// With `auth.playback_tokens`: every event must carry its session's token.
     pub playback_tokens: Option<PlaybackSessions>,
+    /// Dependencies whose failure degrades some answers without making the service unready
+    /// (the graph: recommendations are then served stale, with their age).
+    pub degradable: Vec<Arc<dyn Degradable>>,
+}
+
+/// A dependency `/readyz` reports as `ok` or `degraded`, never as a reason to refuse traffic.
+#[async_trait::async_trait]
+pub trait Degradable: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn ready(&self) -> bool;
 }
 
 /// How playback tokens are issued and checked.

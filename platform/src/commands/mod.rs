@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    now_ms, sha256_hex, IdempotencyKey, PaymentToken, PlanId, SubscriptionId, UserId,
+    now_ms, sha256_hex, DeviceId, IdempotencyKey, PaymentToken, PlanId, SubscriptionId, UserId,
 };
 use crate::payments::{Charge, ChargeRequest, PaymentError, PaymentGateway};
 use crate::store::{
@@ -115,6 +115,9 @@ pub struct Subscribe {
     pub user_id: UserId,
     pub plan_id: PlanId,
     pub token: PaymentToken,
+    /// The device the client pays from, if it says (not part of the request's fingerprint:
+    /// a retry from another device is the same request).
+    pub device: Option<DeviceId>,
 }
 
 impl Subscribe {
@@ -323,6 +326,8 @@ impl Commands {
             plan_id: request.plan_id,
             charge,
             idempotency_key: key.clone(),
+            payment_fingerprint: request.token.fingerprint(),
+            device: request.device.clone(),
         };
         match self
             .store

@@ -136,6 +136,37 @@ impl PaymentToken {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What identifies the payment method without being it: the SHA-256 (hex) of the token,
+    /// the identifier the graph links accounts by. The token itself never leaves the
+    /// command side.
+    pub fn fingerprint(&self) -> String {
+        crate::domain::sha256_hex(format!("payment-method:{}", self.0).as_bytes())
+    }
+}
+
+/// The device an account acted from (the player's install id, a browser fingerprint): opaque,
+/// 1 to 128 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceId(String);
+
+impl TryFrom<&str> for DeviceId {
+    type Error = InvalidValue;
+
+    fn try_from(text: &str) -> Result<DeviceId, InvalidValue> {
+        if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidValue::new(
+                "must be 1 to 128 visible ASCII characters",
+            ));
+        }
+        Ok(DeviceId(text.to_owned()))
+    }
+}
+
+impl DeviceId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[cfg(test)]

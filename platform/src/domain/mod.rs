@@ -5,7 +5,7 @@ mod ids;
 mod money;
 mod text;
 
-pub use ids::{IdempotencyKey, PaymentToken, PlanId, SubscriptionId, UserId};
+pub use ids::{DeviceId, IdempotencyKey, PaymentToken, PlanId, SubscriptionId, UserId};
 pub use money::{Currency, PlanPeriod, PriceCents};
 pub use text::{Email, Name};
 pub use wire::CountryCode;

@@ -58,6 +58,17 @@ impl Body {
             .ok_or_else(|| ApiError::field(field, "must be true or false"))
     }
 
+    /// A string field that may be absent (or null).
+    pub fn optional_string(&self, field: &str) -> Result<Option<&str>, ApiError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| ApiError::field(field, "must be a string")),
+        }
+    }
+
     pub fn object(&self, field: &str) -> Result<Body, ApiError> {
         match self.required(field)? {
             Value::Object(map) => Ok(Body(map.clone())),

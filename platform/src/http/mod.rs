@@ -20,8 +20,8 @@ pub use error::ApiError;
 use self::input::{empty_or_json, named, path_id, Body};
 use crate::commands::{Commands, Subscribe, Subscribed};
 use crate::domain::{
-    now_ms, parse_country, parse_instant, rfc3339, Currency, Email, IdempotencyKey, Name,
-    PaymentToken, PlanId, PlanPeriod, PriceCents, SubscriptionId, UserId,
+    echo, now_ms, parse_country, parse_instant, rfc3339, Currency, DeviceId, Email, IdempotencyKey,
+    Name, PaymentToken, PlanId, PlanPeriod, PriceCents, SubscriptionId, UserId,
 };
 use crate::readmodel::ReadModel;
 use crate::recommendations::RecommendationService;
@@ -34,6 +34,7 @@ pub struct PlatformState {
     pub read_model: Arc<dyn ReadModel>,
     pub cache: Arc<dyn cache::Cache>,
     pub recommendations: Arc<RecommendationService>,
+    pub fraud: Arc<crate::fraud::FraudRings>,
     pub profile_ttl: std::time::Duration,
 }
 
@@ -48,6 +49,9 @@ pub fn router(state: PlatformState) -> Router {
             "/v1/users/{user_id}/recommendations",
             get(get_recommendations),
         )
+        .route("/v1/users/{user_id}/risk", get(get_risk))
+        .route("/v1/titles/{title_id}/similar", get(get_similar))
+        .route("/v1/fraud/rings", get(list_rings))
         .route("/v1/plans", post(create_plan).get(list_plans))
         .route("/v1/subscriptions", post(subscribe))
         .route("/v1/subscriptions/{subscription_id}/cancel", post(cancel))
@@ -55,6 +59,13 @@ pub fn router(state: PlatformState) -> Router {
         .route("/v1/reports/active-subscribers", get(report_active))
         .route("/v1/reports/churn", get(report_churn))
         .with_state(state)
+}
+
+/// The optional `device_id` of a command: the device the account acts from.
+fn device_id(body: &Body) -> Result<Option<DeviceId>, ApiError> {
+    body.optional_string("device_id")?
+        .map(|text| named("device_id", DeviceId::try_from(text)))
+        .transpose()
 }
 
 fn user_json(user: &User) -> serde_json::Value {
@@ -102,6 +113,7 @@ async fn create_user(
         email: named("email", Email::try_from(body.string("email")?.to_owned()))?,
         name: named("name", Name::try_from(body.string("name")?.to_owned()))?,
         country: named("country", parse_country(body.string("country")?))?,
+        device: device_id(&body)?,
     };
     let created = state.commands.create_user(user).await?;
     Ok((StatusCode::CREATED, Json(user_json(&created))).into_response())
@@ -176,6 +188,140 @@ async fn get_recommendations(
     Ok(json_bytes(bytes.as_ref().clone(), status.as_str()))
 }
 
+/// `?limit=`: 1 to `max`, `default` when absent.
+fn limit(query: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::field(
+                "limit",
+                format!("must be an integer from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// When something computed off the request path was computed, and how old it is now
+/// (`null` both when it never was).
+fn computed(at: i64) -> (serde_json::Value, serde_json::Value) {
+    if at <= 0 {
+        return (serde_json::Value::Null, serde_json::Value::Null);
+    }
+    (json!(rfc3339(at)), json!((now_ms() - at).max(0)))
+}
+
+fn identifier_json(identifier: &graph::Identifier) -> serde_json::Value {
+    match identifier {
+        graph::Identifier::PaymentMethod(fingerprint) => {
+            json!({ "kind": "payment_method", "id": fingerprint })
+        }
+        graph::Identifier::Device(device) => json!({ "kind": "device", "id": device }),
+    }
+}
+
+/// Titles similar to a title (co-watched, normalized for popularity), from memory; a title
+/// no refresh has seen yet has none.
+async fn get_similar(
+    State(state): State<PlatformState>,
+    Path(title_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let title = title_id.parse::<u64>().map_err(|_| {
+        ApiError::field(
+            "title_id",
+            format!(
+                "`{}` is not a title id (an unsigned integer)",
+                echo(&title_id)
+            ),
+        )
+    })?;
+    let limit = limit(&query, 10, 100)?;
+    let similar = state.recommendations.recommender().similar_to(title);
+    let (titles, at) = match &similar {
+        Some(similar) => (&similar.titles[..], similar.computed_at),
+        None => (&[][..], 0),
+    };
+    let (computed_at, age_ms) = computed(at);
+    let items: Vec<serde_json::Value> = titles
+        .iter()
+        .take(limit)
+        .map(|similar| {
+            json!({
+                "content_id": similar.title,
+                "score": similar.score,
+                "viewers_in_common": similar.together,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "content_id": title,
+        "source": "co_watched_jaccard",
+        "computed_at": computed_at,
+        "age_ms": age_ms,
+        "items": items,
+    }))
+    .into_response())
+}
+
+fn link_json(link: &graph::SharedIdentifiers) -> serde_json::Value {
+    json!({
+        "accounts": [link.user, link.other],
+        "identifiers": link.identifiers.iter().map(identifier_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Fraud rings, largest first, as last computed.
+async fn list_rings(
+    State(state): State<PlatformState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let limit = limit(&query, 100, 1_000)?;
+    let index = state.fraud.index();
+    let (computed_at, age_ms) = computed(index.computed_at);
+    let rings: Vec<serde_json::Value> = index
+        .rings
+        .iter()
+        .take(limit)
+        .map(|ring| {
+            json!({
+                "ring_id": ring.id,
+                "size": ring.accounts.len(),
+                "accounts": ring.accounts,
+                "identifiers": ring.identifiers.iter().map(identifier_json).collect::<Vec<_>>(),
+                "links": ring.links.iter().map(link_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "computed_at": computed_at,
+        "age_ms": age_ms,
+        "total": index.rings.len(),
+        "rings": rings,
+    }))
+    .into_response())
+}
+
+/// An account's fraud risk: 0 outside every ring.
+async fn get_risk(
+    State(state): State<PlatformState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user: UserId = path_id("user_id", &user_id)?;
+    let risk = state.fraud.risk(user.get() as u64);
+    let (computed_at, age_ms) = computed(risk.computed_at);
+    Ok(Json(json!({
+        "user_id": risk.user,
+        "score": risk.score,
+        "ring_id": risk.ring,
+        "ring_size": risk.ring_accounts,
+        "links": risk.links.iter().map(link_json).collect::<Vec<_>>(),
+        "computed_at": computed_at,
+        "age_ms": age_ms,
+    }))
+    .into_response())
+}
+
 async fn create_plan(
     State(state): State<PlatformState>,
     headers: HeaderMap,
@@ -224,6 +370,7 @@ async fn subscribe(
                 ApiError::field("payment_method.token", "is required and must be a string")
             })?),
         )?,
+        device: device_id(&body)?,
     };
     let (status, view, replayed) = match state.commands.subscribe(&key, &request).await? {
         Subscribed::Created(view) => (StatusCode::CREATED, view, "false"),

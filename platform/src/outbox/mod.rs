@@ -52,5 +52,27 @@ pub struct OutboxEvent {
     pub version: i64,
     pub kind: EventKind,
     pub profile: UserProfile,
+    /// What the account used in this change, for the graph's fraud rings.
+    pub identifiers: AccountIdentifiers,
     pub created_at: Millis,
+}
+
+/// Identifiers an account used in a change: the payment method's fingerprint (a subscription
+/// paid) and the device (when the client named it). Never a payment token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountIdentifiers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// An event's stored payload: the profile, and the identifiers beside it (absent from
+/// payloads written before the graph read them: none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Payload {
+    #[serde(flatten)]
+    pub profile: UserProfile,
+    #[serde(default)]
+    pub identifiers: AccountIdentifiers,
 }

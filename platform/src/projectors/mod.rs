@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use cache::{Cache, CacheError};
+use graph::feed::WeakGraphFeeder;
+use graph::{Identifier, IdentityLink};
 
 use crate::outbox::OutboxEvent;
 use crate::readmodel::{ReadModel, ReadModelError};
@@ -24,16 +26,50 @@ pub enum ProjectionError {
 /// Users whose events are written to the read model at once, per batch.
 const PROJECTION_CONCURRENCY: usize = 32;
 
-/// The user profile projector.
+/// The user profile projector; it also hands the identifiers accounts used to the graph.
 #[derive(Clone)]
 pub struct ProfileProjector {
     read_model: Arc<dyn ReadModel>,
     cache: Arc<dyn Cache>,
+    graph: Option<WeakGraphFeeder>,
 }
 
 impl ProfileProjector {
     pub fn new(read_model: Arc<dyn ReadModel>, cache: Arc<dyn Cache>) -> ProfileProjector {
-        ProfileProjector { read_model, cache }
+        ProfileProjector {
+            read_model,
+            cache,
+            graph: None,
+        }
+    }
+
+    /// Feeds each projected event's identifiers (payment method, device) to the graph.
+    pub fn feeding(mut self, graph: WeakGraphFeeder) -> ProfileProjector {
+        self.graph = Some(graph);
+        self
+    }
+
+    /// After the read model write: a replayed event links what it linked before (no change).
+    fn feed_graph<'a>(&self, events: impl IntoIterator<Item = &'a OutboxEvent>) {
+        let Some(graph) = &self.graph else { return };
+        let mut links = Vec::new();
+        for event in events {
+            let user = event.user_id.get() as u64;
+            let identifiers = &event.identifiers;
+            if let Some(fingerprint) = &identifiers.payment_method {
+                links.push(IdentityLink {
+                    user,
+                    identifier: Identifier::PaymentMethod(fingerprint.clone()),
+                });
+            }
+            if let Some(device) = &identifiers.device {
+                links.push(IdentityLink {
+                    user,
+                    identifier: Identifier::Device(device.clone()),
+                });
+            }
+        }
+        graph.record_identities(links);
     }
 
     /// Applies a batch: every read-model write first (users concurrently, each user's events in
@@ -70,6 +106,7 @@ impl ProfileProjector {
         if !keys.is_empty() {
             self.cache.unlink(&keys).await?;
         }
+        self.feed_graph(events);
         Ok(applied.into_iter().sum())
     }
 
@@ -84,6 +121,7 @@ impl ProfileProjector {
             wire::keys::recommendations(user),
         ];
         self.cache.unlink(&keys).await?;
+        self.feed_graph([event]);
         Ok(applied)
     }
 }

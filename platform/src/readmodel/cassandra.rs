@@ -11,7 +11,7 @@ use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
-use super::{ReadModel, ReadModelError, Recommendation, UserProfile};
+use super::{ReadModel, ReadModelError, Recommendation, RecommendationList, UserProfile};
 use crate::domain::UserId;
 
 /// Where the read models live.
@@ -389,10 +389,9 @@ impl ReadModel for CassandraReadModel {
     async fn put_recommendations(
         &self,
         user: u64,
-        recommendations: &[Recommendation],
+        list: &RecommendationList,
     ) -> Result<(), ReadModelError> {
-        let items = serde_json::to_string(recommendations)
-            .map_err(|error| ReadModelError::Corrupt(error.to_string()))?;
+        let items = list.encode()?;
         self.session
             .execute_unpaged(
                 &self.statements.insert_recommendations,
@@ -406,7 +405,7 @@ impl ReadModel for CassandraReadModel {
     async fn recommendations(
         &self,
         user: u64,
-    ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
+    ) -> Result<Option<RecommendationList>, ReadModelError> {
         let result = self
             .session
             .execute_unpaged(&self.statements.select_recommendations, (user as i64,))
@@ -420,8 +419,6 @@ impl ReadModel for CassandraReadModel {
         let Some((Some(items),)) = row else {
             return Ok(None);
         };
-        serde_json::from_str(&items)
-            .map(Some)
-            .map_err(|error| ReadModelError::Corrupt(format!("recommendations: {error}")))
+        RecommendationList::decode(&items).map(Some)
     }
 }

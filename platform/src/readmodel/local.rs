@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{ReadModel, ReadModelError, Recommendation, UserProfile};
+use super::{ReadModel, ReadModelError, Recommendation, RecommendationList, UserProfile};
 use crate::domain::UserId;
 
 const SCHEMA: &str = "
@@ -170,10 +170,9 @@ impl ReadModel for LocalReadModel {
     async fn put_recommendations(
         &self,
         user: u64,
-        recommendations: &[Recommendation],
+        list: &RecommendationList,
     ) -> Result<(), ReadModelError> {
-        let items = serde_json::to_string(recommendations)
-            .map_err(|error| ReadModelError::Corrupt(error.to_string()))?;
+        let items = list.encode()?;
         sqlx::query(
             "INSERT INTO recommendations (user_id, items) VALUES ($1, $2) \
              ON CONFLICT (user_id) DO UPDATE SET items = excluded.items",
@@ -189,7 +188,7 @@ impl ReadModel for LocalReadModel {
     async fn recommendations(
         &self,
         user: u64,
-    ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
+    ) -> Result<Option<RecommendationList>, ReadModelError> {
         let row = sqlx::query("SELECT items FROM recommendations WHERE user_id = $1")
             .bind(i64_of(user))
             .fetch_optional(&self.pool)
@@ -197,8 +196,6 @@ impl ReadModel for LocalReadModel {
             .map_err(local("read recommendations"))?;
         let Some(row) = row else { return Ok(None) };
         let items: String = row.try_get("items").map_err(local("items"))?;
-        serde_json::from_str(&items)
-            .map(Some)
-            .map_err(|error| ReadModelError::Corrupt(format!("recommendations: {error}")))
+        RecommendationList::decode(&items).map(Some)
     }
 }

@@ -60,6 +60,38 @@ pub struct Recommendation {
     pub score: f64,
 }
 
+/// A user's recommendation list as the read model keeps it: where it came from and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendationList {
+    /// `personal`, `similar_to_recent`, `trending` or `popular`.
+    pub source: String,
+    /// When it was computed, epoch ms.
+    pub computed_at: Millis,
+    pub items: Vec<Recommendation>,
+}
+
+impl RecommendationList {
+    /// The stored text (both read models keep it in one text column).
+    fn encode(&self) -> Result<String, ReadModelError> {
+        serde_json::to_string(self).map_err(|error| ReadModelError::Corrupt(error.to_string()))
+    }
+
+    /// Reads the stored text back; a bare array is a list kept before lists said where they
+    /// came from (co-watch counts, time unknown).
+    fn decode(text: &str) -> Result<RecommendationList, ReadModelError> {
+        let corrupt =
+            |error: serde_json::Error| ReadModelError::Corrupt(format!("recommendations: {error}"));
+        if text.trim_start().starts_with('[') {
+            return Ok(RecommendationList {
+                source: "co_watched".to_owned(),
+                computed_at: 0,
+                items: serde_json::from_str(text).map_err(corrupt)?,
+            });
+        }
+        serde_json::from_str(text).map_err(corrupt)
+    }
+}
+
 #[async_trait]
 pub trait ReadModel: Send + Sync + 'static {
     /// Stores `profile` unless a profile of the same or a newer version is there; says whether
@@ -67,7 +99,9 @@ pub trait ReadModel: Send + Sync + 'static {
     async fn apply_profile(&self, profile: &UserProfile) -> Result<bool, ReadModelError>;
     async fn profile(&self, user: UserId) -> Result<Option<UserProfile>, ReadModelError>;
 
-    /// Records that `user` watched `content` (idempotent) and counts a view of `content`.
+    /// Records that `user` watched `content` (idempotent) and counts a view of `content`: the
+    /// tables of the co-watch counts recommender, kept as the baseline `bench recommendations`
+    /// measures the graph against.
     async fn record_views(&self, views: &[(u64, u64)]) -> Result<(), ReadModelError>;
     /// Titles `user` watched, at most `limit`.
     async fn watched_by(&self, user: u64, limit: i64) -> Result<Vec<u64>, ReadModelError>;
@@ -79,11 +113,11 @@ pub trait ReadModel: Send + Sync + 'static {
     async fn put_recommendations(
         &self,
         user: u64,
-        recommendations: &[Recommendation],
+        list: &RecommendationList,
     ) -> Result<(), ReadModelError>;
     /// `None`: nothing computed for this user yet.
     async fn recommendations(
         &self,
         user: u64,
-    ) -> Result<Option<Vec<Recommendation>>, ReadModelError>;
+    ) -> Result<Option<RecommendationList>, ReadModelError>;
 }

@@ -1,8 +1,11 @@
 //! `GET /v1/users/{id}/recommendations`: cache-aside over the recommendations read model, with
-//! one load per key at a time (a stampede of misses on one user costs one read-model read), and
-//! the side path that keeps the read model fed from viewing history ([`ViewingRecorder`]).
+//! one load per key at a time (a stampede of misses on one user costs one read-model read).
+//! The read model is kept by the graph refresher ([`GraphRecommender`]); a user it holds
+//! nothing for gets the refresher's trending or popular list, from memory.
 
-mod recorder;
+mod co_watch;
+mod ranking;
+mod refresher;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +16,15 @@ use cache::Cache;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-pub use recorder::{co_watched, RecorderTask, RefreshListener, ViewingRecorder};
+pub use co_watch::co_watched;
+pub use ranking::{rank, RankingOptions, Source};
+pub use refresher::{
+    GraphRecommender, RefreshError, RefreshListener, RefresherOptions, RefresherStats,
+    RefresherTask, RoundStats, SimilarTitles,
+};
 
-use crate::readmodel::{ReadModel, ReadModelError, Recommendation};
+use crate::domain::{now_ms, rfc3339};
+use crate::readmodel::{ReadModel, ReadModelError, Recommendation, RecommendationList};
 
 /// Where a recommendations answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +42,39 @@ impl CacheStatus {
     }
 }
 
-/// The cached document.
+/// The answer, as cached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendations {
     pub user_id: u64,
-    /// `co_watched` (from viewing history) or `popular` (fallback for a new viewer).
+    /// `personal`, `similar_to_recent`, `trending` or `popular` (see [`Source`]).
     pub source: String,
+    /// When the list was computed (RFC 3339).
+    pub computed_at: String,
+    /// How old the list is as it is served, ms (set on every answer, from `computed_at_ms`).
+    pub age_ms: i64,
+    pub computed_at_ms: i64,
     pub items: Vec<Recommendation>,
+}
+
+impl Recommendations {
+    fn new(user_id: u64, list: RecommendationList) -> Recommendations {
+        Recommendations {
+            user_id,
+            source: list.source,
+            computed_at: rfc3339(list.computed_at),
+            age_ms: 0,
+            computed_at_ms: list.computed_at,
+            items: list.items,
+        }
+    }
+
+    /// `bytes` (a cached or loaded answer) with `age_ms` as of now.
+    fn aged(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let mut document: Recommendations = serde_json::from_slice(bytes)
+            .map_err(|error| format!("cached recommendations: {error}"))?;
+        document.age_ms = (now_ms() - document.computed_at_ms).max(0);
+        serde_json::to_vec(&document).map_err(|error| error.to_string())
+    }
 }
 
 type Load = Arc<OnceCell<Result<Arc<Vec<u8>>, String>>>;
@@ -86,6 +121,7 @@ impl RefreshEpochs {
 
 pub struct RecommendationService {
     read_model: Arc<dyn ReadModel>,
+    recommender: Arc<GraphRecommender>,
     cache: Arc<dyn Cache>,
     ttl: Duration,
     limit: usize,
@@ -97,30 +133,37 @@ pub struct RecommendationService {
 impl RecommendationService {
     pub fn new(
         read_model: Arc<dyn ReadModel>,
+        recommender: Arc<GraphRecommender>,
         cache: Arc<dyn Cache>,
         ttl: Duration,
         limit: usize,
     ) -> RecommendationService {
+        let epochs = recommender.epochs().clone();
         RecommendationService {
             read_model,
+            recommender,
             cache,
             ttl,
             limit,
-            epochs: Arc::default(),
+            epochs,
             loads: Mutex::new(HashMap::new()),
         }
     }
 
-    /// What the view recorder bumps after each refresh (see [`RefreshEpochs`]).
-    pub fn refresh_epochs(&self) -> Arc<RefreshEpochs> {
-        self.epochs.clone()
+    pub fn recommender(&self) -> &Arc<GraphRecommender> {
+        &self.recommender
     }
 
-    /// The user's recommendations as JSON bytes, and whether the cache had them.
+    /// The user's recommendations as JSON bytes (their `age_ms` as of now), and whether the
+    /// cache had them.
     pub async fn get(&self, user: u64) -> Result<(Arc<Vec<u8>>, CacheStatus), ReadModelError> {
         let key = wire::keys::recommendations(user);
         match self.cache.get(&key).await {
-            Ok(Some(bytes)) => return Ok((Arc::new(bytes), CacheStatus::Hit)),
+            Ok(Some(bytes)) => match Recommendations::aged(&bytes) {
+                Ok(aged) => return Ok((Arc::new(aged), CacheStatus::Hit)),
+                // Not ours to serve (another version's shape): load it again.
+                Err(error) => tracing::warn!(%error, "ignoring a cached answer"),
+            },
             Ok(None) => {}
             // The cache is an accelerator: when it is down, the read model still answers.
             Err(error) => {
@@ -148,9 +191,9 @@ impl RecommendationService {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&user);
         }
-        loaded
-            .map(|bytes| (bytes, CacheStatus::Miss))
-            .map_err(ReadModelError::Shared)
+        let bytes = loaded.map_err(ReadModelError::Shared)?;
+        let aged = Recommendations::aged(&bytes).map_err(ReadModelError::Corrupt)?;
+        Ok((Arc::new(aged), CacheStatus::Miss))
     }
 
     async fn load(&self, user: u64, key: String) -> Result<Arc<Vec<u8>>, String> {
@@ -168,20 +211,15 @@ impl RecommendationService {
     }
 
     async fn read(&self, user: u64) -> Result<Recommendations, ReadModelError> {
-        if let Some(mut items) = self.read_model.recommendations(user).await? {
-            if !items.is_empty() {
-                items.truncate(self.limit);
-                return Ok(Recommendations {
-                    user_id: user,
-                    source: "co_watched".to_owned(),
-                    items,
-                });
+        if let Some(mut list) = self.read_model.recommendations(user).await? {
+            if !list.items.is_empty() {
+                list.items.truncate(self.limit);
+                return Ok(Recommendations::new(user, list));
             }
         }
-        Ok(Recommendations {
-            user_id: user,
-            source: "popular".to_owned(),
-            items: self.read_model.popular(self.limit).await?,
-        })
+        Ok(Recommendations::new(
+            user,
+            self.recommender.fallback(self.limit),
+        ))
     }
 }

@@ -9,7 +9,6 @@ use super::{Payment, Plan, PlanCount, StoreError, Subscription, User};
 use crate::domain::{PlanId, PlanPeriod, SubscriptionId, UserId};
 use crate::keys::{ApiKey, Role};
 use crate::outbox::{EventKind, OutboxEvent};
-use crate::readmodel::UserProfile;
 
 pub(super) const USER_COLUMNS: &str = "id, email, name, country, created_at";
 pub(super) const PLAN_COLUMNS: &str =
@@ -176,6 +175,8 @@ where
     let event_id: String = row.try_get("event_id").map_err(corrupt("event_id"))?;
     let kind: String = row.try_get("kind").map_err(corrupt("kind"))?;
     let payload: String = row.try_get("payload").map_err(corrupt("payload"))?;
+    let payload = serde_json::from_str::<crate::outbox::Payload>(&payload)
+        .map_err(|error| StoreError::Corrupt(format!("event payload: {error}")))?;
     Ok(OutboxEvent {
         seq: row.try_get("seq").map_err(corrupt("seq"))?,
         event_id: event_id
@@ -188,8 +189,8 @@ where
         version: row.try_get("version").map_err(corrupt("version"))?,
         kind: EventKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("event kind {kind}")))?,
-        profile: serde_json::from_str::<UserProfile>(&payload)
-            .map_err(|error| StoreError::Corrupt(format!("event payload: {error}")))?,
+        profile: payload.profile,
+        identifiers: payload.identifiers,
         created_at: row.try_get("created_at").map_err(corrupt("created_at"))?,
     })
 }
@@ -254,7 +255,11 @@ macro_rules! command_store {
                     subscription_date: None,
                     version: 1,
                 };
-                insert_event(&mut tx, $crate::outbox::EventKind::UserCreated, &profile, now).await?;
+                let identifiers = $crate::outbox::AccountIdentifiers {
+                    payment_method: None,
+                    device: user.device.as_ref().map(|device| device.as_str().to_owned()),
+                };
+                insert_event(&mut tx, $crate::outbox::EventKind::UserCreated, &profile, identifiers, now).await?;
                 tx.commit().await.map_err(StoreError::database("commit user"))?;
                 Ok(created)
             }
@@ -503,7 +508,11 @@ macro_rules! command_store {
                 })?;
                 let subscription = $crate::store::common::subscription_from(&row)?;
                 let profile = profile_after_change(&mut tx, new.user_id).await?;
-                insert_event(&mut tx, $crate::outbox::EventKind::SubscriptionCreated, &profile, now).await?;
+                let identifiers = $crate::outbox::AccountIdentifiers {
+                    payment_method: Some(new.payment_fingerprint.clone()),
+                    device: new.device.as_ref().map(|device| device.as_str().to_owned()),
+                };
+                insert_event(&mut tx, $crate::outbox::EventKind::SubscriptionCreated, &profile, identifiers, now).await?;
                 let body = serde_json::to_string(&subscription.view())
                     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
                 sqlx::query(
@@ -550,7 +559,7 @@ macro_rules! command_store {
                 };
                 let subscription = $crate::store::common::subscription_from(&row)?;
                 let profile = profile_after_change(&mut tx, subscription.user_id).await?;
-                insert_event(&mut tx, $crate::outbox::EventKind::SubscriptionCancelled, &profile, now).await?;
+                insert_event(&mut tx, $crate::outbox::EventKind::SubscriptionCancelled, &profile, Default::default(), now).await?;
                 tx.commit().await.map_err(StoreError::database("commit cancellation"))?;
                 Ok(Some(subscription))
             }
@@ -875,9 +884,13 @@ macro_rules! command_store {
             tx: &mut sqlx::Transaction<'static, <$store as $crate::store::common::Backend>::Db>,
             kind: $crate::outbox::EventKind,
             profile: &$crate::readmodel::UserProfile,
+            identifiers: $crate::outbox::AccountIdentifiers,
             now: $crate::domain::Millis,
         ) -> Result<(), $crate::store::StoreError> {
-            let payload = serde_json::to_string(profile)
+            let payload = serde_json::to_string(&$crate::outbox::Payload {
+                profile: profile.clone(),
+                identifiers,
+            })
                 .map_err(|error| $crate::store::StoreError::Corrupt(error.to_string()))?;
             sqlx::query(
                 "INSERT INTO outbox (event_id, user_id, version, kind, payload, created_at) \

@@ -61,6 +61,8 @@ pub struct NewUser {
     pub email: Email,
     pub name: Name,
     pub country: crate::domain::CountryCode,
+    /// The device the account was created from, if the client said.
+    pub device: Option<crate::domain::DeviceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +101,10 @@ pub struct NewSubscription {
     pub plan_id: PlanId,
     pub charge: Charge,
     pub idempotency_key: IdempotencyKey,
+    /// The payment method's fingerprint (never its token).
+    pub payment_fingerprint: String,
+    /// The device the subscription was paid from, if the client said.
+    pub device: Option<crate::domain::DeviceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

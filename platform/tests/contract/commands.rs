@@ -402,6 +402,8 @@ async fn a_charge_that_loses_the_race_to_another_subscription_is_refunded(backen
                 currency: platform::domain::Currency::try_from("EUR").unwrap(),
             },
             idempotency_key: key(),
+            payment_fingerprint: "fp_rival".to_owned(),
+            device: None,
         })),
     });
     let commands = platform::commands::Commands::new(

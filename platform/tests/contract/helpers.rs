@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
+use graph::{GraphStore, MemoryGraph, Neo4jGraph, Neo4jOptions};
 use platform::commands::{CommandOptions, Commands};
 use platform::config::*;
 use platform::outbox::{Relay, RelayOptions};
@@ -38,6 +39,7 @@ pub struct Backend {
     pub name: &'static str,
     pub store: Arc<dyn CommandStore>,
     pub read_model: Arc<dyn ReadModel>,
+    pub graph: Arc<dyn GraphStore>,
     pub cache: Arc<dyn Cache>,
     pub gateway: Arc<SimulatedGateway>,
     pub settings: PlatformSettings,
@@ -69,8 +71,27 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
             ttl: Duration::from_secs(3600),
             profile_ttl: Duration::from_secs(3600),
             limit: 10,
-            record_views: true,
-            recorder_queue: 64,
+        },
+        graph: GraphSettings {
+            kind: GraphKind::Memory,
+            neo4j_uri: String::new(),
+            neo4j_user: "neo4j".into(),
+            neo4j_password: "neo4j".into(),
+            request_timeout: Duration::from_secs(5),
+            feed_playback: true,
+            flush_interval: Duration::from_millis(20),
+            max_pending: 10_000,
+            queue_batches: 64,
+            refresh_interval: Duration::from_millis(50),
+            full_refresh_interval: Duration::from_secs(300),
+            top_k: 20,
+            max_viewer_titles: 500,
+            hub_share: 1.0,
+            min_together: 1,
+            trending_window: Duration::from_secs(900),
+            rings_interval: Duration::from_millis(50),
+            ring_min_shared: 2,
+            ring_max_accounts: 10,
         },
         data_dir: dir.to_owned(),
         cassandra: CassandraConnection {
@@ -94,6 +115,7 @@ impl Backend {
                     .await
                     .unwrap(),
             ),
+            graph: Arc::new(MemoryGraph::new()),
             cache: Arc::new(MemoryCache::new()),
             gateway: Arc::new(SimulatedGateway::new()),
             settings,
@@ -163,10 +185,34 @@ impl Backend {
             RedisOptions::default(),
         )
         .unwrap();
+        // Neo4j with labels of this test's own; the in-process graph where no Neo4j is at hand.
+        let graph: Arc<dyn GraphStore> = match std::env::var("PLAYPULSE_TEST_NEO4J")
+            .ok()
+            .filter(|uri| !uri.trim().is_empty())
+        {
+            Some(uri) => {
+                settings.graph.kind = GraphKind::Neo4j;
+                settings.graph.neo4j_uri = uri.clone();
+                Arc::new(
+                    Neo4jGraph::new(&Neo4jOptions {
+                        uri,
+                        label_prefix: testkit::unique_name("t"),
+                        request_timeout: Duration::from_secs(30),
+                        ..Neo4jOptions::default()
+                    })
+                    .expect("a Neo4j driver"),
+                )
+            }
+            None => {
+                eprintln!("PLAYPULSE_TEST_NEO4J is unset: the in-process graph");
+                Arc::new(MemoryGraph::new())
+            }
+        };
         Some(Backend {
             name: "engines",
             store: Arc::new(store),
             read_model,
+            graph,
             cache: Arc::new(cache),
             gateway: Arc::new(SimulatedGateway::new()),
             settings,
@@ -297,6 +343,7 @@ pub mod fixtures {
                 email: Email::try_from(email).unwrap(),
                 name: Name::try_from("Ada".to_owned()).unwrap(),
                 country: parse_country("FR").unwrap(),
+                device: None,
             })
             .await
             .unwrap()
@@ -326,6 +373,7 @@ pub mod fixtures {
             user_id: user.id,
             plan_id: plan.id,
             token: PaymentToken::try_from(token).unwrap(),
+            device: None,
         }
     }
 

@@ -27,6 +27,7 @@ impl Server {
             &backend.settings,
             backend.store.clone(),
             backend.read_model.clone(),
+            backend.graph.clone(),
             backend.cache.clone(),
             backend.gateway.clone(),
         );

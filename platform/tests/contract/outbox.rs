@@ -6,7 +6,9 @@ use platform::commands::Subscribed;
 use platform::domain::{SubscriptionId, UserId};
 use platform::outbox::{Relay, RelayOptions};
 use platform::projectors::ProfileProjector;
-use platform::readmodel::{ReadModel, ReadModelError, Recommendation, UserProfile};
+use platform::readmodel::{
+    ReadModel, ReadModelError, Recommendation, RecommendationList, UserProfile,
+};
 use tokio::sync::Notify;
 
 use crate::both_backends;
@@ -148,14 +150,14 @@ impl ReadModel for InvalidatesAfterWrite {
     async fn put_recommendations(
         &self,
         user: u64,
-        items: &[Recommendation],
+        list: &RecommendationList,
     ) -> Result<(), ReadModelError> {
-        self.inner.put_recommendations(user, items).await
+        self.inner.put_recommendations(user, list).await
     }
     async fn recommendations(
         &self,
         user: u64,
-    ) -> Result<Option<Vec<Recommendation>>, ReadModelError> {
+    ) -> Result<Option<RecommendationList>, ReadModelError> {
         self.inner.recommendations(user).await
     }
 }
@@ -217,6 +219,7 @@ async fn the_profile_read_model_converges_on_subscribe_and_cancel(backend: Backe
         &backend.settings,
         backend.store.clone(),
         backend.read_model.clone(),
+        backend.graph.clone(),
         backend.cache.clone(),
         backend.gateway.clone(),
     );

@@ -27,6 +27,8 @@ fn paid(user: &platform::store::User, plan: &platform::store::Plan) -> NewSubscr
             currency: Currency::try_from(plan.currency.as_str()).unwrap(),
         },
         idempotency_key: key(),
+        payment_fingerprint: "fp_test".to_owned(),
+        device: None,
     }
 }
 

@@ -12,8 +12,8 @@ pub enum Required {
 }
 
 /// `ingest` may only post events; `read` reads history, profiles, subscriptions,
-/// recommendations, plans and metrics; everything else (commands, payments, reports, playback
-/// sessions, and routes that do not exist) needs `admin`.
+/// recommendations, similar titles, plans and metrics; everything else (commands, payments,
+/// reports, fraud rings and risk, playback sessions, and routes that do not exist) needs `admin`.
 pub fn required(method: &Method, path: &str) -> Required {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = Required::Role(Role::Read);
@@ -26,6 +26,7 @@ pub fn required(method: &Method, path: &str) -> Required {
             &Method::GET | &Method::HEAD,
             ["v1", "users", _, "history" | "recommendations" | "subscriptions"],
         ) => read,
+        (&Method::GET | &Method::HEAD, ["v1", "titles", _, "similar"]) => read,
         _ => Required::Role(Role::Admin),
     }
 }
@@ -57,6 +58,13 @@ mod tests {
                 Required::Role(Role::Read),
             ),
             (Method::GET, "/v1/plans", Required::Role(Role::Read)),
+            (
+                Method::GET,
+                "/v1/titles/7/similar",
+                Required::Role(Role::Read),
+            ),
+            (Method::GET, "/v1/fraud/rings", Required::Role(Role::Admin)),
+            (Method::GET, "/v1/users/7/risk", Required::Role(Role::Admin)),
             (Method::GET, "/metrics", Required::Role(Role::Read)),
             (
                 Method::GET,
