@@ -33,7 +33,7 @@ pub struct FeedOptions {
 impl Default for FeedOptions {
     fn default() -> Self {
         FeedOptions {
-            flush_interval: Duration::from_millis(200),
+            flush_interval: Duration::from_millis(100),
             max_pending: 200_000,
             queue_batches: 1_024,
             max_backoff: Duration::from_secs(5),
@@ -345,7 +345,7 @@ async fn run(
             Err(error) => {
                 let failures = counters.failed_writes.fetch_add(1, Ordering::Relaxed) + 1;
                 // The first failure, then one in a hundred: an outage must not flood the log.
-                if failures == 1 || failures % 100 == 0 {
+                if failures == 1 || failures.is_multiple_of(100) {
                     tracing::warn!(%error, failures, held = written, "cannot write to the graph; keeping the updates and retrying");
                 }
                 let dropped = pending.restore(update, max);

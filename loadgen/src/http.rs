@@ -248,6 +248,7 @@ mod tests {
             heartbeat: Duration::from_secs(10),
             catalog_titles: 10,
             zipf_exponent: 1.0,
+            taste: crate::workload::Taste::default(),
         };
         let mut audience = crate::workload::Audience::whole(
             &config,

@@ -18,7 +18,7 @@ use loadgen::plan::{self, Input, PlanInputs};
 use loadgen::settings::{ApiKey, LoadShape, RunSettings, SettingsError, TargetSettings};
 use loadgen::verify::{self, VerifySettings};
 use loadgen::workload::clock::size_audience;
-use loadgen::workload::{events_per_viewer_per_sec, WorkloadConfig};
+use loadgen::workload::{events_per_viewer_per_sec, Taste, WorkloadConfig};
 
 /// The run finished but missed what it was asked to prove.
 const EXIT_CHECK_FAILED: u8 = 3;
@@ -85,6 +85,16 @@ struct AudienceArgs {
     /// The same seed gives the same events (ids, users, sessions, order).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Taste segments of viewers (0: no taste); segment s prefers the genres g with
+    /// g % segments == s.
+    #[arg(long, default_value_t = Taste::default().segments)]
+    segments: u32,
+    /// Genres of the catalog's titles (by a hash of the title id).
+    #[arg(long, default_value_t = Taste::default().genres)]
+    genres: u32,
+    /// How often a new session picks a title of the viewer's preferred genres.
+    #[arg(long, default_value_t = Taste::default().loyalty)]
+    loyalty: f64,
 }
 
 impl AudienceArgs {
@@ -96,6 +106,11 @@ impl AudienceArgs {
             heartbeat: self.heartbeat,
             catalog_titles: self.catalog,
             zipf_exponent: self.zipf_s,
+            taste: Taste {
+                segments: self.segments,
+                genres: self.genres,
+                loyalty: self.loyalty,
+            },
         };
         workload.validate()?;
         workload.catalog()?;

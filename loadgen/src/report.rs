@@ -549,6 +549,7 @@ mod tests {
                 heartbeat: Duration::from_secs(10),
                 catalog_titles: 50,
                 zipf_exponent: 1.0,
+                taste: crate::workload::Taste::default(),
             },
             requested_viewers: Some(100),
             requested_time_compression: None,

@@ -256,6 +256,7 @@ mod tests {
                 heartbeat: Duration::from_secs(10),
                 catalog_titles: 10_000,
                 zipf_exponent: 1.0,
+                taste: crate::workload::Taste::default(),
             },
             requested_viewers: None,
             requested_time_compression: None,

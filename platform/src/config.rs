@@ -89,6 +89,9 @@ pub struct GraphSettings {
     pub neo4j_uri: String,
     pub neo4j_user: String,
     pub neo4j_password: String,
+    /// Prefixed to every label: several graphs side by side in one Neo4j database (Community
+    /// Edition has one). Letters, digits and `_`; empty: `User`, `Title`, ...
+    pub neo4j_label_prefix: String,
     /// Bounds every Neo4j call (writes of the feeder, reads of the refreshes).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,

@@ -152,7 +152,7 @@ impl FraudRings {
                 }
                 if let Err(error) = rings.refresh_now().await {
                     let failures = rings.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if failures == 1 || failures % 60 == 0 {
+                    if failures == 1 || failures.is_multiple_of(60) {
                         tracing::warn!(%error, failures, "cannot recompute fraud rings; serving the last ones, with their age");
                     }
                 }

@@ -133,6 +133,7 @@ pub fn open_graph(settings: &GraphSettings) -> Result<Arc<dyn GraphStore>, Platf
                 uri: settings.neo4j_uri.clone(),
                 user: settings.neo4j_user.clone(),
                 password: settings.neo4j_password.clone(),
+                label_prefix: settings.neo4j_label_prefix.clone(),
                 request_timeout: settings.request_timeout,
                 ..Neo4jOptions::default()
             })?;

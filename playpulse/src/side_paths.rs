@@ -62,7 +62,16 @@ impl SidePaths {
             paths.push(SidePath {
                 name: "graph_feeder",
                 listener: Some(Arc::new(FeedGraph(feeder))),
-                finished: Box::pin(task.finished()),
+                // The last write, then the round it calls for: the refreshed users reach the
+                // invalidation before it finishes, next.
+                finished: Box::pin(async move {
+                    task.finished().await;
+                    if let Some(recommender) = recommender {
+                        if let Err(error) = recommender.refresh_now().await {
+                            tracing::warn!(%error, "the last recommendations refresh failed");
+                        }
+                    }
+                }),
             });
         }
         if let Some((listener, task)) = invalidator {

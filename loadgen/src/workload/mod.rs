@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use wire::{CountryCode, EventKind, PlaybackEvent, SmolStr, WireEvent};
 
 pub use session::{EventDraft, PlayerState, Viewer};
-pub use zipf::ZipfCatalog;
+pub use zipf::{Taste, ZipfCatalog};
 
 /// Why a workload cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,6 +39,9 @@ pub enum WorkloadError {
     /// No viewers.
     #[error("--viewers must be at least 1")]
     NoViewers,
+    /// Taste segments that cannot be built.
+    #[error("{0}")]
+    Taste(String),
 }
 
 /// What the audience looks like.
@@ -50,6 +53,13 @@ pub struct WorkloadConfig {
     pub heartbeat: Duration,
     pub catalog_titles: usize,
     pub zipf_exponent: f64,
+    /// Absent from reports written before viewers had taste: none.
+    #[serde(default = "no_taste")]
+    pub taste: Taste,
+}
+
+fn no_taste() -> Taste {
+    Taste::NONE
 }
 
 impl WorkloadConfig {
@@ -60,7 +70,7 @@ impl WorkloadConfig {
         if self.viewers == 0 {
             return Err(WorkloadError::NoViewers);
         }
-        Ok(())
+        self.taste.validate()
     }
 
     pub fn heartbeat_ms(&self) -> u64 {
@@ -68,7 +78,7 @@ impl WorkloadConfig {
     }
 
     pub fn catalog(&self) -> Result<ZipfCatalog, WorkloadError> {
-        ZipfCatalog::new(self.catalog_titles, self.zipf_exponent)
+        ZipfCatalog::new(self.catalog_titles, self.zipf_exponent)?.with_taste(self.taste)
     }
 }
 
@@ -343,6 +353,7 @@ mod tests {
             heartbeat: Duration::from_secs(10),
             catalog_titles: 5_000,
             zipf_exponent: 1.0,
+            taste: Taste::default(),
         }
     }
 
@@ -407,7 +418,10 @@ mod tests {
 
     #[test]
     fn content_popularity_is_skewed_as_zipf_says() {
-        let config = config(3, 5_000);
+        let config = WorkloadConfig {
+            taste: Taste::NONE,
+            ..config(3, 5_000)
+        };
         let mut starts = std::collections::HashMap::<u64, u64>::new();
         let mut audience = Audience::whole(&config, Arc::new(config.catalog().unwrap()));
         for _ in 0..600_000 {
@@ -419,6 +433,32 @@ mod tests {
         let top = starts[&ZipfCatalog::content_id(0)] as f64;
         let second = starts[&ZipfCatalog::content_id(1)] as f64;
         assert!((1.5..2.6).contains(&(top / second)), "{top} / {second}");
+    }
+
+    #[test]
+    fn viewers_mostly_start_titles_of_their_segments_genres() {
+        let config = config(5, 2_000);
+        let catalog = Arc::new(config.catalog().unwrap());
+        let taste = *catalog.taste();
+        let segments: std::collections::HashMap<u64, u32> = (0..config.viewers)
+            .map(|index| {
+                let viewer = Viewer::new(config.seed, index, 10_000, &catalog);
+                (viewer.user_id(), viewer.segment())
+            })
+            .collect();
+        let mut audience = Audience::whole(&config, catalog.clone());
+        let (mut starts, mut preferred) = (0u64, 0u64);
+        for _ in 0..300_000 {
+            let event = audience.next_event().unwrap();
+            if event.kind == EventKind::Start {
+                starts += 1;
+                let segment = segments[&event.user_id];
+                preferred += u64::from(taste.prefers(segment, taste.genre_of(event.content_id)));
+            }
+        }
+        // 0.8 loyal + 0.2 x 2/16 by chance: 0.825.
+        let share = preferred as f64 / starts as f64;
+        assert!((0.78..0.87).contains(&share), "{share} of {starts} starts");
     }
 
     #[test]
@@ -466,6 +506,7 @@ mod tests {
                 heartbeat: Duration::from_millis(heartbeat_ms),
                 catalog_titles: titles,
                 zipf_exponent: zipf_s,
+                taste: Taste::default(),
             };
             let now = 1_750_000_000_000i64;
             let ctx = wire::ValidationContext {

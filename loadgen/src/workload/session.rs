@@ -144,6 +144,8 @@ pub struct Viewer {
     device: &'static DeviceProfile,
     app_version: &'static str,
     country: &'static str,
+    /// The taste segment (see [`super::Taste`]).
+    segment: u32,
     state: PlayerState,
     session: Option<Session>,
     /// When the previous event happened (or the run started).
@@ -170,6 +172,7 @@ impl Viewer {
             device,
             app_version,
             country,
+            segment: catalog.taste().segment_of(seed, index),
             state: PlayerState::Browsing,
             session: None,
             last_event_ms: 0,
@@ -190,6 +193,10 @@ impl Viewer {
 
     pub fn user_id(&self) -> u64 {
         self.user_id
+    }
+
+    pub fn segment(&self) -> u32 {
+        self.segment
     }
 
     pub fn state(&self) -> PlayerState {
@@ -321,7 +328,8 @@ impl Viewer {
     }
 
     fn new_session(&mut self, now: u64, catalog: &ZipfCatalog) -> Session {
-        let content_id = ZipfCatalog::content_id(catalog.sample_rank(&mut self.rng));
+        let content_id =
+            ZipfCatalog::content_id(catalog.sample_rank_for(self.segment, &mut self.rng));
         let duration_ms = ZipfCatalog::duration_ms(content_id);
         let cdn = *self.rng.weighted::<&'static str>(&CDNS);
         let position_ms = if self.rng.chance(RESUMED_TITLE) {

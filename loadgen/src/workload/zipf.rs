@@ -17,7 +17,76 @@ pub struct ZipfCatalog {
     /// cumulative[k] = P(rank <= k), with cumulative[last] = 1.
     cumulative: Vec<f64>,
     exponent: f64,
+    taste: Taste,
 }
+
+/// Taste, so that co-watching carries signal: every title has one of `genres` genres (by a
+/// hash of its id); every viewer belongs to one of `segments` taste segments (by a hash of the
+/// seed and their number); segment `s` prefers the genres `g` with `g % segments == s`. A new
+/// session picks, with probability `loyalty`, a title of a preferred genre (drawn by Zipf
+/// popularity among them), otherwise any title by Zipf popularity. `segments = 0`: no taste.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Taste {
+    pub segments: u32,
+    pub genres: u32,
+    pub loyalty: f64,
+}
+
+impl Default for Taste {
+    fn default() -> Self {
+        Taste {
+            segments: 8,
+            genres: 16,
+            loyalty: 0.8,
+        }
+    }
+}
+
+impl Taste {
+    /// No taste: every session draws from the whole catalog by popularity.
+    pub const NONE: Taste = Taste {
+        segments: 0,
+        genres: 1,
+        loyalty: 0.0,
+    };
+
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        if !(self.loyalty.is_finite() && (0.0..=1.0).contains(&self.loyalty)) {
+            return Err(WorkloadError::Taste(format!(
+                "--loyalty must be between 0 and 1, got {}",
+                self.loyalty
+            )));
+        }
+        if self.genres == 0 || self.segments > self.genres {
+            return Err(WorkloadError::Taste(format!(
+                "--genres must be at least 1 and at least --segments ({}), got {}",
+                self.segments, self.genres
+            )));
+        }
+        Ok(())
+    }
+
+    /// The taste segment of viewer number `index` of run `seed`.
+    pub fn segment_of(&self, seed: u64, index: u64) -> u32 {
+        if self.segments == 0 {
+            return 0;
+        }
+        (mix(seed ^ 0x7A57_E5E6, index) % u64::from(self.segments)) as u32
+    }
+
+    /// The genre of a title.
+    pub fn genre_of(&self, content_id: u64) -> u32 {
+        (mix(content_id, 0x6E_4E_E5) % u64::from(self.genres.max(1))) as u32
+    }
+
+    pub fn prefers(&self, segment: u32, genre: u32) -> bool {
+        self.segments > 0 && genre % self.segments == segment
+    }
+}
+
+/// Draws of a popular title before a loyal pick settles for any title: with 2 preferred genres
+/// of 16 a draw hits one 1 time in 8, so 64 draws miss with probability ~2e-4.
+const LOYAL_DRAWS: u32 = 64;
 
 impl ZipfCatalog {
     pub fn new(titles: usize, exponent: f64) -> Result<ZipfCatalog, WorkloadError> {
@@ -48,7 +117,35 @@ impl ZipfCatalog {
         Ok(ZipfCatalog {
             cumulative,
             exponent,
+            taste: Taste::NONE,
         })
+    }
+
+    /// This catalog with genres, for viewers with taste.
+    pub fn with_taste(mut self, taste: Taste) -> Result<ZipfCatalog, WorkloadError> {
+        taste.validate()?;
+        self.taste = taste;
+        Ok(self)
+    }
+
+    pub fn taste(&self) -> &Taste {
+        &self.taste
+    }
+
+    /// A popularity rank for a new session of a viewer in `segment` (see [`Taste`]).
+    pub fn sample_rank_for(&self, segment: u32, rng: &mut Rng) -> usize {
+        let taste = &self.taste;
+        if taste.segments == 0 || !rng.chance(taste.loyalty) {
+            return self.sample_rank(rng);
+        }
+        let mut rank = self.sample_rank(rng);
+        for _ in 1..LOYAL_DRAWS {
+            if taste.prefers(segment, taste.genre_of(ZipfCatalog::content_id(rank))) {
+                break;
+            }
+            rank = self.sample_rank(rng);
+        }
+        rank
     }
 
     pub fn titles(&self) -> usize {

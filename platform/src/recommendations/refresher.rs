@@ -1,5 +1,6 @@
 //! Recommendations from the graph, refreshed off the request path. The graph feeder tells the
-//! refresher which users and titles each write changed; every `refresh_interval` it:
+//! refresher which users and titles each write changed; a round follows (at most every
+//! `refresh_interval`, and every `full_refresh_interval` regardless) that:
 //!
 //! 1. recomputes the top-K similar titles of the changed titles (their neighbourhoods
 //!    changed), and of every title each `full_refresh_interval`, into memory;
@@ -49,12 +50,18 @@ pub struct RefresherOptions {
     pub max_marked: usize,
     /// Titles and users one graph query asks about at once.
     pub batch: usize,
+    /// Users whose lists one round recomputes at most (the rest stay marked for the next):
+    /// bounds the refresher's share of the machine under heavy playback.
+    pub max_users_per_round: usize,
 }
+
+/// The longest wait between rounds while the graph fails.
+const MAX_RETRY_SPACING: Duration = Duration::from_secs(10);
 
 impl Default for RefresherOptions {
     fn default() -> Self {
         RefresherOptions {
-            refresh_interval: Duration::from_secs(1),
+            refresh_interval: Duration::from_millis(250),
             full_refresh_interval: Duration::from_secs(300),
             similarity: SimilarityOptions::default(),
             ranking: RankingOptions::default(),
@@ -62,6 +69,7 @@ impl Default for RefresherOptions {
             trending_window: Duration::from_secs(900),
             max_marked: 200_000,
             batch: 500,
+            max_users_per_round: 5_000,
         }
     }
 }
@@ -164,6 +172,8 @@ pub struct GraphRecommender {
     last_full: Mutex<Option<tokio::time::Instant>>,
     /// One round at a time (the task's, or a caller's `refresh_now`).
     round: tokio::sync::Mutex<()>,
+    /// Something was marked: the task runs a round (after its spacing).
+    wake: tokio::sync::Notify,
     after_refresh: OnceLock<Arc<dyn RefreshListener>>,
     cache: Option<Arc<dyn Cache>>,
     counters: Counters,
@@ -205,6 +215,7 @@ impl GraphRecommender {
             marked: Mutex::default(),
             last_full: Mutex::new(None),
             round: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
             after_refresh: OnceLock::new(),
             cache,
             counters: Counters::default(),
@@ -305,7 +316,11 @@ impl GraphRecommender {
                 dropped += 1;
             }
         }
+        let anything = !marked.users.is_empty() || !marked.titles.is_empty();
         drop(marked);
+        if anything {
+            self.wake.notify_one();
+        }
         if dropped > 0 {
             self.counters
                 .dropped_marks
@@ -318,18 +333,34 @@ impl GraphRecommender {
         let (stop, mut stopped) = watch::channel(false);
         let refresher = self.clone();
         let task = tokio::spawn(async move {
-            let mut every = tokio::time::interval(refresher.options.refresh_interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let options = &refresher.options;
+            let mut spacing = options.refresh_interval;
             loop {
+                // A round when something was marked, or when the full refresh is due.
+                let full_due_in = lock(&refresher.last_full).map_or(Duration::ZERO, |at| {
+                    options.full_refresh_interval.saturating_sub(at.elapsed())
+                });
                 tokio::select! {
                     _ = stopped.changed() => return,
-                    _ = every.tick() => {}
+                    _ = refresher.wake.notified() => {}
+                    _ = tokio::time::sleep(full_due_in) => {}
                 }
-                if let Err(error) = refresher.refresh_now().await {
-                    let failures = refresher.counters.failed_rounds.load(Ordering::Relaxed);
-                    if failures == 1 || failures % 60 == 0 {
-                        tracing::warn!(%error, failures, "cannot refresh recommendations from the graph; serving what was computed, with its age");
+                match refresher.refresh_now().await {
+                    Ok(_) => spacing = options.refresh_interval,
+                    Err(error) => {
+                        let failures = refresher.counters.failed_rounds.load(Ordering::Relaxed);
+                        if failures == 1 || failures.is_multiple_of(60) {
+                            tracing::warn!(%error, failures, "cannot refresh recommendations from the graph; serving what was computed, with its age");
+                        }
+                        // The graph is down or overloaded: retry less and less often.
+                        spacing =
+                            (spacing * 2).min(MAX_RETRY_SPACING.max(options.refresh_interval));
                     }
+                }
+                // Rounds at most every `spacing`: marks in between coalesce into the next one.
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = tokio::time::sleep(spacing) => {}
                 }
             }
         });
@@ -341,13 +372,25 @@ impl GraphRecommender {
     pub async fn refresh_now(&self) -> Result<RoundStats, RefreshError> {
         let _one_round = self.round.lock().await;
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        let (users, titles) = {
+        let (users, titles, more) = {
             let mut marked = lock(&self.marked);
+            let mut users = BTreeSet::new();
+            while users.len() < self.options.max_users_per_round.max(1) {
+                match marked.users.pop_first() {
+                    Some(user) => users.insert(user),
+                    None => break,
+                };
+            }
             (
-                std::mem::take(&mut marked.users),
+                users,
                 std::mem::take(&mut marked.titles),
+                !marked.users.is_empty(),
             )
         };
+        if more {
+            // The rest wait for the next round, right after this one's spacing.
+            self.wake.notify_one();
+        }
         let full_due = lock(&self.last_full)
             .is_none_or(|at| at.elapsed() >= self.options.full_refresh_interval);
         let result = self.round(&users, &titles, full_due).await;

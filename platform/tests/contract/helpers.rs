@@ -77,6 +77,7 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
             neo4j_uri: String::new(),
             neo4j_user: "neo4j".into(),
             neo4j_password: "neo4j".into(),
+            neo4j_label_prefix: String::new(),
             request_timeout: Duration::from_secs(5),
             feed_playback: true,
             flush_interval: Duration::from_millis(20),
