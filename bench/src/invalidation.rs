@@ -4,8 +4,9 @@
 
 use serde_json::json;
 
-use crate::report::{CpuPerEvent, Outcome};
-use crate::server::{self, Server};
+use crate::abba::{alternate, Load};
+use crate::report::Outcome;
+use crate::server;
 use crate::Common;
 
 const MAX_COST: f64 = 0.05;
@@ -62,68 +63,38 @@ fn counter(metrics: &str, name: &str) -> f64 {
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let bin = server::build_binaries()?;
     let work = tempfile::tempdir()?;
-    let mut rates = [Vec::new(), Vec::new()];
-    let mut cpu = [Vec::new(), Vec::new()];
     let mut lag_p99 = None;
     let mut keys_sent = 0.0;
-    for round in 0..args.rounds {
-        // ABBA: "on" is not always second, so a drift over the run falls on both alike.
-        let order = if round % 2 == 0 {
-            [(0, false), (1, true)]
-        } else {
-            [(1, true), (0, false)]
-        };
-        for (slot, enabled) in order {
-            let data_dir = work.path().join(format!("data-{round}-{enabled}"));
-            let env = [
+    let load = Load {
+        duration: args.common.duration,
+        batch: args.batch,
+        connections: args.connections,
+    };
+    let runs = alternate(
+        &bin,
+        work.path(),
+        "invalidation",
+        args.rounds,
+        &load,
+        |round, on| {
+            vec![
                 ("PLAYPULSE_CACHE__KIND", "redis".to_owned()),
                 ("PLAYPULSE_REDIS__URL", args.redis_url.clone()),
                 ("PLAYPULSE_REDIS__KEY_PREFIX", format!("bench{round}:")),
-                ("PLAYPULSE_INVALIDATION__ENABLED", enabled.to_string()),
-            ];
-            let server = Server::start(&bin, &data_dir, &env)?;
-            let server_cpu_before = server.cpu_seconds();
-            let loadgen_args: Vec<String> = [
-                "http",
-                "--url",
-                &server.url,
-                "--max",
-                "--duration",
-                &format!("{}s", args.common.duration.as_secs().max(1)),
-                "--batch",
-                &args.batch.to_string(),
-                "--connections",
-                &args.connections.to_string(),
-                "--seed",
-                "7",
+                ("PLAYPULSE_INVALIDATION__ENABLED", on.to_string()),
             ]
-            .iter()
-            .map(|arg| arg.to_string())
-            .collect();
-            let report = server::run_loadgen(&bin, &loadgen_args, &work.path().join("run.json"))?;
-            let run_cpu = CpuPerEvent::of(
-                server.cpu_seconds() - server_cpu_before,
-                report.generator_cpu_seconds,
-                report.totals.events_acked,
-            );
-            eprintln!(
-                "  invalidation {}: {:.0} events/s, {run_cpu}",
-                if enabled { "on " } else { "off" },
-                report.events_per_sec
-            );
-            rates[slot].push(report.events_per_sec);
-            cpu[slot].push(run_cpu);
-            if enabled {
+        },
+        |server, on| {
+            if on {
                 let metrics = server.metrics();
                 lag_p99 = histogram_quantile(&metrics, "playpulse_invalidation_lag_seconds", 0.99)
                     .or(lag_p99);
                 keys_sent += counter(&metrics, "playpulse_invalidation_sent_total");
             }
-        }
-    }
-    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
-    let (off, on) = (mean(&rates[0]), mean(&rates[1]));
-    let cost = if off > 0.0 { 1.0 - on / off } else { 0.0 };
+        },
+    )?;
+    let (off, on) = (runs.mean_rate(false), runs.mean_rate(true));
+    let cost = runs.cost();
     let lag = lag_p99.unwrap_or(f64::INFINITY);
     let met = cost <= MAX_COST && lag <= MAX_LAG_P99_SECONDS;
     println!(
@@ -131,14 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         cost * 100.0,
         MAX_COST * 100.0
     );
-    let mean_cpu = |runs: &[CpuPerEvent]| {
-        let n = runs.len().max(1) as f64;
-        CpuPerEvent {
-            server_us: runs.iter().map(|cpu| cpu.server_us).sum::<f64>() / n,
-            generator_us: runs.iter().map(|cpu| cpu.generator_us).sum::<f64>() / n,
-        }
-    };
-    let (cpu_off, cpu_on) = (mean_cpu(&cpu[0]), mean_cpu(&cpu[1]));
+    let (cpu_off, cpu_on) = (runs.mean_cpu(false), runs.mean_cpu(true));
     println!("  off: {cpu_off};  on: {cpu_on}");
     println!("  durable-to-UNLINK lag p99 <= {lag} s (target <= {MAX_LAG_P99_SECONDS} s; bucket bound); {keys_sent:.0} keys unlinked");
     let outcome = Outcome {
@@ -147,8 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "events_per_sec": on,
             "events_per_sec_off": off,
             "events_per_sec_on": on,
-            "runs_off": rates[0],
-            "runs_on": rates[1],
+            "runs_off": runs.rates[0],
+            "runs_on": runs.rates[1],
             "cpu_us_per_event_off": cpu_off,
             "cpu_us_per_event_on": cpu_on,
             "throughput_cost": cost,

@@ -1,6 +1,7 @@
 //! `bench`: one command per scenario. Each prints its figures, writes JSON with `events_per_sec`
 //! at the top level (`--json FILE`), declares its target, and exits non-zero when it misses it.
 
+mod abba;
 mod body;
 mod cassandra;
 mod cassandra_writes;
@@ -10,6 +11,7 @@ mod http;
 mod invalidation;
 mod latte;
 mod pipeline;
+mod recommendations;
 mod report;
 mod server;
 
@@ -55,6 +57,13 @@ enum Scenario {
     /// The Redis invalidation side path off vs on, alternated in one run (targets: <= 5%
     /// throughput cost; durable-to-UNLINK p99 <= 1 s). Needs Redis: `engines/up redis`.
     Invalidation(invalidation::Args),
+    /// Recommendations and fraud rings on the graph, in one run: hit@10 and NDCG@10 of the graph
+    /// recommender vs today's co-watch counts vs popular on a replayed audience with taste;
+    /// served p50/p99 (cache, read model, cold); freshness; fraud-ring precision and recall on
+    /// planted rings; the graph side path's cost to ingest over HTTP, off vs on (targets: hit@10
+    /// >= 2x popular and above co-watch; served p99 <= 5 ms; freshness p99 <= 5 s; precision
+    /// >= 0.95, recall >= 0.9; cost <= 5%). `--neo4j 127.0.0.1:7687` runs the graph on Neo4j.
+    Recommendations(recommendations::Args),
 }
 
 /// Options every scenario shares.
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
             Scenario::Hostile(args) => hostile::run(args).await,
             Scenario::Http(args) => http::run(args).await,
             Scenario::Invalidation(args) => invalidation::run(args).await,
+            Scenario::Recommendations(args) => recommendations::run(args).await,
         }
     });
     match outcome {

@@ -309,6 +309,11 @@ impl Platform {
         self.state.recommendations.recommender()
     }
 
+    /// What the graph feeder did so far, while the platform holds it (not taken by the host).
+    pub fn feed_stats(&self) -> Option<graph::feed::FeedStats> {
+        self.feeder.as_ref().map(|(feeder, _)| feeder.stats())
+    }
+
     /// The graph recommendations and fraud rings are computed from.
     pub fn graph(&self) -> &Arc<dyn GraphStore> {
         self.recommender().graph()
