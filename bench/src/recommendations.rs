@@ -51,10 +51,10 @@ const REPLAY_START_MS: i64 = 1_750_000_000_000;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Viewers in the replayed audience.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 5_000)]
     viewers: u64,
     /// Titles in its catalog.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 10_000)]
     catalog: usize,
     /// Simulated time the audience plays.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Viewers evaluated (with at least 5 titles; the co-watch baseline reads ~2,500 rows each).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1_000)]
     sample: usize,
     /// Requests per served path.
     #[arg(long, default_value_t = 2_000)]
@@ -88,6 +88,28 @@ pub struct Args {
     /// Write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Similarity measure (jaccard or cosine), to compare them.
+    #[arg(long, default_value = "cosine")]
+    measure: String,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    min_together: Option<u64>,
+    #[arg(long)]
+    recent: Option<usize>,
+    #[arg(long)]
+    half_weight_at: Option<f64>,
+    #[arg(long)]
+    zipf_s: Option<f64>,
+    /// The audience's taste (see loadgen's `--segments`, `--genres`, `--loyalty`): narrower
+    /// than loadgen's default (8, 16, 0.8), on which no recommender reaches 2x popular (the
+    /// taste oracle itself reaches 1.79x; BENCHMARKS.md).
+    #[arg(long, default_value_t = 16)]
+    segments: u32,
+    #[arg(long, default_value_t = 32)]
+    genres: u32,
+    #[arg(long, default_value_t = 0.9)]
+    loyalty: f64,
 }
 
 /// A replayed audience: every watch in time order, and each viewer's titles by first watch.
@@ -95,6 +117,8 @@ struct Replay {
     watches: Vec<Watch>,
     first_watch: HashMap<u64, Vec<(i64, u64)>>,
     events: u64,
+    /// Each viewer's taste segment: the generator's truth, for the oracle.
+    segments: HashMap<u64, u32>,
 }
 
 fn replay(args: &Args) -> anyhow::Result<Replay> {
@@ -103,11 +127,23 @@ fn replay(args: &Args) -> anyhow::Result<Replay> {
         viewers: args.viewers,
         heartbeat: Duration::from_secs(10),
         catalog_titles: args.catalog,
-        zipf_exponent: 1.0,
-        taste: Taste::default(),
+        zipf_exponent: args.zipf_s.unwrap_or(1.0),
+        taste: Taste {
+            segments: args.segments,
+            genres: args.genres,
+            loyalty: args.loyalty,
+        },
     };
     config.validate()?;
-    let mut audience = Audience::whole(&config, Arc::new(config.catalog()?));
+    let catalog = Arc::new(config.catalog()?);
+    let segments: HashMap<u64, u32> = (0..config.viewers)
+        .map(|index| {
+            let viewer =
+                loadgen::workload::session::Viewer::new(config.seed, index, 10_000, &catalog);
+            (viewer.user_id(), viewer.segment())
+        })
+        .collect();
+    let mut audience = Audience::whole(&config, catalog);
     let span_ms = args.span.as_millis() as u64;
     let (mut watches, mut events) = (Vec::new(), 0u64);
     let mut first_watch: HashMap<u64, Vec<(i64, u64)>> = HashMap::new();
@@ -133,6 +169,7 @@ fn replay(args: &Args) -> anyhow::Result<Replay> {
         watches,
         first_watch,
         events,
+        segments,
     })
 }
 
@@ -150,7 +187,10 @@ fn split(replay: &Replay) -> Split {
         }
         let train = (titles.len() * 8).div_ceil(10);
         cut.insert(user, titles[train].0);
-        test.insert(user, titles[train..].iter().map(|&(_, title)| title).collect());
+        test.insert(
+            user,
+            titles[train..].iter().map(|&(_, title)| title).collect(),
+        );
     }
     Split { test, cut }
 }
@@ -243,7 +283,12 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let train: Vec<Watch> = replay
         .watches
         .iter()
-        .filter(|watch| split.cut.get(&watch.user).is_none_or(|&cut| watch.last_ts < cut))
+        .filter(|watch| {
+            split
+                .cut
+                .get(&watch.user)
+                .is_none_or(|&cut| watch.last_ts < cut)
+        })
         .copied()
         .collect();
     let graph = graph_of(&args)?;
@@ -258,7 +303,23 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         max_users_per_round: usize::MAX,
         ..RefresherOptions::default()
     };
-    options.similarity = Default::default();
+    options.similarity.measure = match args.measure.as_str() {
+        "cosine" => graph::similarity::Measure::Cosine,
+        "jaccard" => graph::similarity::Measure::Jaccard,
+        other => anyhow::bail!("--measure: jaccard or cosine, not {other}"),
+    };
+    if let Some(top_k) = args.top_k {
+        options.similarity.top_k = top_k;
+    }
+    if let Some(min_together) = args.min_together {
+        options.similarity.min_together = min_together;
+    }
+    if let Some(recent) = args.recent {
+        options.ranking.recent = recent;
+    }
+    if let Some(half_weight_at) = args.half_weight_at {
+        options.ranking.half_weight_at = half_weight_at;
+    }
     let recommender = Arc::new(GraphRecommender::new(
         graph.clone(),
         read_model.clone(),
@@ -317,7 +378,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut co_watch_lists = BTreeMap::new();
     let co_watch_started = Instant::now();
     for &user in &sample {
-        co_watch_lists.insert(user, titles_of(&co_watched(read_model.as_ref(), user, K).await?));
+        co_watch_lists.insert(
+            user,
+            titles_of(&co_watched(read_model.as_ref(), user, K).await?),
+        );
     }
     let co_watch_ms = co_watch_started.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
     let mut viewers: HashMap<u64, u64> = HashMap::new();
@@ -341,6 +405,46 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             (*user, list)
         })
         .collect();
+    // The oracle knows each viewer's taste segment: its most started titles, unseen.
+    let mut by_segment: HashMap<u32, HashMap<u64, u64>> = HashMap::new();
+    for &(user, title) in &views {
+        *by_segment
+            .entry(replay.segments.get(&user).copied().unwrap_or(0))
+            .or_default()
+            .entry(title)
+            .or_default() += 1;
+    }
+    let by_segment: HashMap<u32, Vec<u64>> = by_segment
+        .into_iter()
+        .map(|(segment, counts)| {
+            let mut ranked: Vec<(u64, u64)> = counts.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            (
+                segment,
+                ranked.into_iter().map(|(title, _)| title).collect(),
+            )
+        })
+        .collect();
+    let oracle_lists: BTreeMap<u64, Vec<u64>> = sample
+        .iter()
+        .map(|user| {
+            let seen = trained_titles.get(user);
+            let segment = replay.segments.get(user).copied().unwrap_or(0);
+            let list = by_segment
+                .get(&segment)
+                .map(|ranked| {
+                    ranked
+                        .iter()
+                        .filter(|title| seen.is_none_or(|seen| !seen.contains(title)))
+                        .take(K)
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            (*user, list)
+        })
+        .collect();
+    let (oracle_hit, oracle_ndcg) = quality(&oracle_lists, &test);
     let (graph_hit, graph_ndcg) = quality(&graph_lists, &test);
     let (co_hit, co_ndcg) = quality(&co_watch_lists, &test);
     let (popular_hit, popular_ndcg) = quality(&popular_lists, &test);
@@ -348,7 +452,12 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         "quality over {} viewers (hit@{K} / NDCG@{K}): graph {graph_hit:.3} / {graph_ndcg:.3}, co-watch counts {co_hit:.3} / {co_ndcg:.3}, popular {popular_hit:.3} / {popular_ndcg:.3}",
         sample.len()
     );
-    println!("  graph list sources: {sources:?}; co-watch counts took {co_watch_ms:.1} ms per viewer");
+    println!(
+        "  graph list sources: {sources:?}; co-watch counts took {co_watch_ms:.1} ms per viewer"
+    );
+    println!(
+        "  reference: the taste oracle (its segment's most started titles, unseen) {oracle_hit:.3} / {oracle_ndcg:.3}"
+    );
 
     // Served latency.
     let service = RecommendationService::new(
@@ -393,7 +502,11 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     feeder.notify_after_flush(Arc::new(Mark(recommender.clone())));
     let refresher = recommender.start();
     let mut freshness = Histogram::<u64>::new(3)?;
-    let probes: Vec<u64> = sample.iter().copied().take(args.freshness_samples).collect();
+    let probes: Vec<u64> = sample
+        .iter()
+        .copied()
+        .take(args.freshness_samples)
+        .collect();
     for wave in probes.chunks(10) {
         let handed = platform::domain::now_ms();
         let started = Instant::now();
@@ -487,7 +600,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         && freshness_p99 <= MAX_FRESHNESS_P99_MS
         && fraud.precision >= MIN_PRECISION
         && fraud.recall >= MIN_RECALL
-        && cost.as_ref().is_none_or(|runs| runs.cost() <= MAX_FEED_COST);
+        && cost
+            .as_ref()
+            .is_none_or(|runs| runs.cost() <= MAX_FEED_COST);
     let outcome = Outcome {
         json: json!({
             "scenario": "recommendations",
@@ -497,8 +612,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "span_seconds": args.span.as_secs(),
             "events": replay.events,
             "evaluated_viewers": sample.len(),
-            "hit_at_10": {"graph": graph_hit, "co_watch": co_hit, "popular": popular_hit},
-            "ndcg_at_10": {"graph": graph_ndcg, "co_watch": co_ndcg, "popular": popular_ndcg},
+            "hit_at_10": {"graph": graph_hit, "co_watch": co_hit, "popular": popular_hit, "taste_oracle": oracle_hit},
+            "ndcg_at_10": {"graph": graph_ndcg, "co_watch": co_ndcg, "popular": popular_ndcg, "taste_oracle": oracle_ndcg},
             "graph_sources": sources,
             "train_seconds": train_seconds,
             "served_ms": {
@@ -643,8 +758,8 @@ fn accounts(args: &Args) -> Vec<Account> {
 async fn fraud(args: &Args, work: &std::path::Path) -> anyhow::Result<FraudFigures> {
     use platform::commands::Subscribe;
     use platform::domain::{
-        parse_country, Currency, DeviceId, Email, IdempotencyKey, Name, PaymentToken,
-        PlanPeriod, PriceCents,
+        parse_country, Currency, DeviceId, Email, IdempotencyKey, Name, PaymentToken, PlanPeriod,
+        PriceCents,
     };
     use platform::store::{NewPlan, NewUser};
 
@@ -652,7 +767,9 @@ async fn fraud(args: &Args, work: &std::path::Path) -> anyhow::Result<FraudFigur
         data_dir: Some(work.join("fraud")),
         ..Default::default()
     };
-    let mut settings = playpulse::Settings::load(None, std::iter::empty::<(String, String)>(), &overrides)?.platform();
+    let mut settings =
+        playpulse::Settings::load(None, std::iter::empty::<(String, String)>(), &overrides)?
+            .platform();
     if let Some(uri) = &args.neo4j {
         settings.graph.kind = platform::config::GraphKind::Neo4j;
         settings.graph.neo4j_uri = uri.clone();
@@ -709,7 +826,9 @@ async fn fraud(args: &Args, work: &std::path::Path) -> anyhow::Result<FraudFigur
         if commands.store().outbox_pending().await? > 0 {
             continue;
         }
-        let stats = platform.feed_stats().context("the platform holds its feeder")?;
+        let stats = platform
+            .feed_stats()
+            .context("the platform holds its feeder")?;
         anyhow::ensure!(
             stats.dropped_batches == 0 && stats.dropped_updates == 0,
             "the feeder dropped identities: {stats:?}"
@@ -729,7 +848,10 @@ async fn fraud(args: &Args, work: &std::path::Path) -> anyhow::Result<FraudFigur
         .iter()
         .flat_map(|ring| ring.accounts.iter().copied())
         .collect();
-    let true_positives = flagged.iter().filter(|user| truth.contains_key(user)).count();
+    let true_positives = flagged
+        .iter()
+        .filter(|user| truth.contains_key(user))
+        .count();
     let precision = if flagged.is_empty() {
         0.0
     } else {

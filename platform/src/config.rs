@@ -110,6 +110,8 @@ pub struct GraphSettings {
     /// How often every title's similar titles are recomputed.
     #[serde(with = "humantime_serde")]
     pub full_refresh_interval: Duration,
+    /// How co-watching becomes a similarity: `jaccard` or `cosine`.
+    pub similarity: graph::similarity::Measure,
     /// Similar titles kept per title.
     pub top_k: usize,
     /// Viewers of more titles than this say nothing of taste: left out of co-watching.

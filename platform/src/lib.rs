@@ -209,6 +209,7 @@ impl Platform {
                 refresh_interval: graph_settings.refresh_interval,
                 full_refresh_interval: graph_settings.full_refresh_interval,
                 similarity: SimilarityOptions {
+                    measure: graph_settings.similarity,
                     top_k: graph_settings.top_k,
                     max_viewer_titles: graph_settings.max_viewer_titles,
                     hub_share: graph_settings.hub_share,

@@ -85,6 +85,7 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
             queue_batches: 64,
             refresh_interval: Duration::from_millis(50),
             full_refresh_interval: Duration::from_secs(300),
+            similarity: graph::similarity::Measure::Jaccard,
             top_k: 20,
             max_viewer_titles: 500,
             hub_share: 1.0,
