@@ -336,18 +336,31 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             .or_insert(*watch);
     }
     let coalesced: Vec<Watch> = coalesced.into_values().collect();
-    for chunk in coalesced.chunks(5_000) {
-        let update = GraphUpdate {
-            watches: chunk.to_vec(),
-            identities: Vec::new(),
-        };
-        graph.apply(&update).await?;
-        recommender.heard(&update);
+    // Written in batches of 1, then 100, then 5,000 watches per call: what a round trip costs.
+    let mut write_rates = Vec::new();
+    let mut rest = &coalesced[..];
+    for (batch, watches) in [(1, 1_000), (100, 20_000), (5_000, usize::MAX)] {
+        let (part, after) = rest.split_at(watches.min(rest.len()));
+        rest = after;
+        let written = Instant::now();
+        for chunk in part.chunks(batch) {
+            let update = GraphUpdate {
+                watches: chunk.to_vec(),
+                identities: Vec::new(),
+            };
+            graph.apply(&update).await?;
+            recommender.heard(&update);
+        }
+        let rate = part.len() as f64 / written.elapsed().as_secs_f64().max(1e-9);
+        write_rates.push(json!({"batch": batch, "watches": part.len(), "watches_per_sec": rate}));
+        eprintln!("  graph writes, {batch} per call: {rate:.0} watches/s ({} watches)", part.len());
     }
+    let refreshed = Instant::now();
     let round = recommender.refresh_now().await?;
+    let refresh_seconds = refreshed.elapsed().as_secs_f64();
     let train_seconds = trained.elapsed().as_secs_f64();
     eprintln!(
-        "graph: {} watches ({} after coalescing) written and {} titles, {} lists computed in {train_seconds:.1} s",
+        "graph: {} watches ({} after coalescing) written, then {} titles' similar titles and {} lists computed in {refresh_seconds:.1} s ({train_seconds:.1} s in all)",
         train.len(),
         coalesced.len(),
         round.titles,
@@ -616,6 +629,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             "ndcg_at_10": {"graph": graph_ndcg, "co_watch": co_ndcg, "popular": popular_ndcg, "taste_oracle": oracle_ndcg},
             "graph_sources": sources,
             "train_seconds": train_seconds,
+            "full_refresh_seconds": refresh_seconds,
+            "graph_writes": write_rates,
             "served_ms": {
                 "cache": {"p50": millis(&from_cache, 0.5), "p99": millis(&from_cache, 0.99)},
                 "read_model": {"p50": millis(&from_read_model, 0.5), "p99": millis(&from_read_model, 0.99)},
