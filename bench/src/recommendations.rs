@@ -353,7 +353,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         let rate = part.len() as f64 / written.elapsed().as_secs_f64().max(1e-9);
         write_rates.push(json!({"batch": batch, "watches": part.len(), "watches_per_sec": rate}));
-        eprintln!("  graph writes, {batch} per call: {rate:.0} watches/s ({} watches)", part.len());
+        eprintln!(
+            "  graph writes, {batch} per call: {rate:.0} watches/s ({} watches)",
+            part.len()
+        );
     }
     let refreshed = Instant::now();
     let round = recommender.refresh_now().await?;

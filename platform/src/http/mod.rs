@@ -254,9 +254,14 @@ async fn get_similar(
             })
         })
         .collect();
+    let measure = match state.recommendations.recommender().similarity().measure {
+        graph::similarity::Measure::Cosine => "cosine",
+        graph::similarity::Measure::Jaccard => "jaccard",
+    };
     Ok(Json(json!({
         "content_id": title,
-        "source": "co_watched_jaccard",
+        "source": "co_watching",
+        "measure": measure,
         "computed_at": computed_at,
         "age_ms": age_ms,
         "items": items,

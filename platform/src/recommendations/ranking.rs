@@ -64,12 +64,13 @@ impl Default for RankingOptions {
 /// by the sum over those watches of `similarity x recency weight (x completed boost)`. Titles the
 /// user already watched (finished or not: "continue watching" is another row) never appear.
 /// A short list is filled from `trending`, then `popular` (score 0, source unchanged); a user
-/// without neighbours gets `trending`, or `popular` when nothing trends.
+/// without neighbours gets `trending`, or `popular` when nothing trends, each title scored by
+/// its plays in the window or its viewers. Both come as (title, count), most first.
 pub fn rank(
     watches: &[UserWatch],
     neighbours: impl Fn(u64) -> Option<Arc<[Similar]>>,
-    trending: &[u64],
-    popular: &[u64],
+    trending: &[(u64, f64)],
+    popular: &[(u64, f64)],
     options: &RankingOptions,
 ) -> (Source, Vec<Recommendation>) {
     let watched: HashSet<u64> = watches.iter().map(|watch| watch.title).collect();
@@ -102,14 +103,17 @@ pub fn rank(
         .map(|(content_id, score)| Recommendation { content_id, score })
         .collect();
     let mut listed: HashSet<u64> = items.iter().map(|item| item.content_id).collect();
-    for &title in trending.iter().chain(popular) {
+    let fallback = matches!(source, Source::Trending | Source::Popular);
+    for &(title, count) in trending.iter().chain(popular) {
         if items.len() >= options.limit {
             break;
         }
         if !watched.contains(&title) && listed.insert(title) {
             items.push(Recommendation {
                 content_id: title,
-                score: 0.0,
+                // Counts only where the whole list is counts: beside similarities they would
+                // read as a scale they are not.
+                score: if fallback { count } else { 0.0 },
             });
         }
     }
@@ -155,8 +159,8 @@ mod tests {
         let (source, items) = rank(
             &[watch(1, false), watch(2, true)],
             neighbours,
-            &[50],
-            &[60],
+            &[(50, 9.0)],
+            &[(60, 90.0)],
             &options,
         );
         assert_eq!(source, Source::SimilarToRecent);
@@ -170,11 +174,26 @@ mod tests {
     fn a_user_without_neighbours_gets_trending_then_popular() {
         let none = |_| None;
         let options = RankingOptions::default();
-        let (source, items) = rank(&[], none, &[5, 6], &[6, 7], &options);
+        let (source, items) = rank(
+            &[],
+            none,
+            &[(5, 4.0), (6, 2.0)],
+            &[(6, 50.0), (7, 40.0)],
+            &options,
+        );
         assert_eq!(source, Source::Trending);
-        let titles: Vec<u64> = items.iter().map(|item| item.content_id).collect();
-        assert_eq!(titles, vec![5, 6, 7]);
-        let (source, _) = rank(&[watch(7, true)], none, &[], &[6, 7], &options);
+        let titles: Vec<(u64, f64)> = items
+            .iter()
+            .map(|item| (item.content_id, item.score))
+            .collect();
+        assert_eq!(titles, vec![(5, 4.0), (6, 2.0), (7, 40.0)]);
+        let (source, _) = rank(
+            &[watch(7, true)],
+            none,
+            &[],
+            &[(6, 1.0), (7, 1.0)],
+            &options,
+        );
         assert_eq!(source, Source::Popular);
     }
 

@@ -114,7 +114,8 @@ impl Trending {
         }
     }
 
-    fn top(&self, limit: usize, minute: i64, window_minutes: i64) -> Vec<u64> {
+    /// (title, plays in the window), most first.
+    fn top(&self, limit: usize, minute: i64, window_minutes: i64) -> Vec<(u64, f64)> {
         let mut totals: HashMap<u64, u64> = HashMap::new();
         for (at, counts) in &self.minutes {
             if *at > minute - window_minutes {
@@ -128,7 +129,7 @@ impl Trending {
         ranked
             .into_iter()
             .take(limit)
-            .map(|(title, _)| title)
+            .map(|(title, plays)| (title, plays as f64))
             .collect()
     }
 }
@@ -166,7 +167,8 @@ pub struct GraphRecommender {
     epochs: Arc<RefreshEpochs>,
     options: RefresherOptions,
     similar: RwLock<HashMap<u64, SimilarTitles>>,
-    popular: RwLock<Vec<u64>>,
+    /// (title, viewers), most first.
+    popular: RwLock<Vec<(u64, f64)>>,
     trending: Mutex<Trending>,
     marked: Mutex<Marked>,
     last_full: Mutex<Option<tokio::time::Instant>>,
@@ -233,6 +235,11 @@ impl GraphRecommender {
         &self.epochs
     }
 
+    /// How similar titles are computed (answers name their measure).
+    pub fn similarity(&self) -> &SimilarityOptions {
+        &self.options.similarity
+    }
+
     pub fn graph(&self) -> &Arc<dyn GraphStore> {
         &self.graph
     }
@@ -266,7 +273,7 @@ impl GraphRecommender {
         }
     }
 
-    fn popular_now(&self) -> Vec<u64> {
+    fn popular_now(&self) -> Vec<(u64, f64)> {
         self.popular
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -277,7 +284,7 @@ impl GraphRecommender {
         (self.options.trending_window.as_secs() / 60).max(1) as i64
     }
 
-    fn trending_now(&self, limit: usize) -> Vec<u64> {
+    fn trending_now(&self, limit: usize) -> Vec<(u64, f64)> {
         lock(&self.trending).top(limit, now_ms() / 60_000, self.window_minutes())
     }
 
@@ -421,10 +428,10 @@ impl GraphRecommender {
     ) -> Result<RoundStats, RefreshError> {
         let titles: Vec<u64> = if full {
             let all = self.graph.titles().await?;
-            let popular: Vec<u64> = all
+            let popular: Vec<(u64, f64)> = all
                 .iter()
                 .take(self.options.ranking.limit.max(100))
-                .map(|title| title.title)
+                .map(|title| (title.title, title.viewers as f64))
                 .collect();
             *self
                 .popular

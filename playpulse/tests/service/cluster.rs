@@ -1,5 +1,5 @@
 //! End to end on the real stack: the server on `config/cluster.toml` (events in Cassandra, the
-//! recommendation cache in Redis), clients post, history through the API matches what was
+//! recommendation cache in Redis, the graph on Neo4j), clients post, history through the API matches what was
 //! sent, and the viewers' cache keys are gone.
 
 use std::collections::HashSet;
@@ -16,9 +16,11 @@ use testkit::cassandra::TestKeyspace;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
-    let (Some(cassandra), Some(redis_url)) =
-        (testkit::engines::cassandra(), testkit::engines::redis())
-    else {
+    let (Some(cassandra), Some(redis_url), Some(neo4j)) = (
+        testkit::engines::cassandra(),
+        testkit::engines::redis(),
+        testkit::engines::neo4j(),
+    ) else {
         return;
     };
     let keyspace = TestKeyspace::create(
@@ -37,6 +39,11 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
         ),
         ("PLAYPULSE_REDIS__URL", redis_url.clone()),
         ("PLAYPULSE_REDIS__KEY_PREFIX", prefix.clone()),
+        ("PLAYPULSE_PLATFORM__GRAPH__NEO4J_URI", neo4j),
+        (
+            "PLAYPULSE_PLATFORM__GRAPH__NEO4J_LABEL_PREFIX",
+            testkit::unique_name("t"),
+        ),
     ];
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -72,6 +79,8 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
     let client = reqwest::Client::new();
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "ready on Cassandra and Redis");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["graph"], "ok", "the graph on Neo4j answers: {ready}");
 
     let mut redis = connect(&redis_url).await;
     let users: Vec<u64> = (0..5).map(|_| fresh_user()).collect();
