@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
             items,
         };
         read_model
-            .put_recommendations(1_000_000 + user, &list)
+            .put_recommendations(&[(1_000_000 + user, list)])
             .await?;
     }
     let recommender = std::sync::Arc::new(platform::recommendations::GraphRecommender::new(

@@ -25,6 +25,9 @@ pub struct CassandraReadModelConfig {
     pub request_timeout: Duration,
 }
 
+/// Recommendation lists written at once.
+const PUT_CONCURRENCY: usize = 32;
+
 /// Popularity counters all live in one partition: the catalog is small next to the viewers.
 const POPULARITY_BUCKET: i32 = 0;
 
@@ -388,17 +391,25 @@ impl ReadModel for CassandraReadModel {
 
     async fn put_recommendations(
         &self,
-        user: u64,
-        list: &RecommendationList,
+        lists: &[(u64, RecommendationList)],
     ) -> Result<(), ReadModelError> {
-        let items = list.encode()?;
-        self.session
-            .execute_unpaged(
-                &self.statements.insert_recommendations,
-                (user as i64, items),
-            )
-            .await
-            .map_err(|error| cassandra("write recommendations")(error.to_string()))?;
+        // Each user's row is its own partition: writes in flight side by side, not a batch.
+        for chunk in lists.chunks(PUT_CONCURRENCY) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for (user, list) in chunk {
+                let items = list.encode()?;
+                writes.push(async move {
+                    self.session
+                        .execute_unpaged(
+                            &self.statements.insert_recommendations,
+                            (*user as i64, items),
+                        )
+                        .await
+                        .map_err(|error| cassandra("write recommendations")(error.to_string()))
+                });
+            }
+            futures::future::try_join_all(writes).await?;
+        }
         Ok(())
     }
 

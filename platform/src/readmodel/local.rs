@@ -169,20 +169,22 @@ impl ReadModel for LocalReadModel {
 
     async fn put_recommendations(
         &self,
-        user: u64,
-        list: &RecommendationList,
+        lists: &[(u64, RecommendationList)],
     ) -> Result<(), ReadModelError> {
-        let items = list.encode()?;
-        sqlx::query(
-            "INSERT INTO recommendations (user_id, items) VALUES ($1, $2) \
-             ON CONFLICT (user_id) DO UPDATE SET items = excluded.items",
-        )
-        .bind(i64_of(user))
-        .bind(items)
-        .execute(&self.pool)
-        .await
-        .map_err(local("put recommendations"))?;
-        Ok(())
+        // One transaction for the round: one commit (and fsync) instead of one per user.
+        let mut tx = self.pool.begin().await.map_err(local("begin"))?;
+        for (user, list) in lists {
+            sqlx::query(
+                "INSERT INTO recommendations (user_id, items) VALUES ($1, $2) \
+                 ON CONFLICT (user_id) DO UPDATE SET items = excluded.items",
+            )
+            .bind(i64_of(*user))
+            .bind(list.encode()?)
+            .execute(&mut *tx)
+            .await
+            .map_err(local("put recommendations"))?;
+        }
+        tx.commit().await.map_err(local("commit recommendations"))
     }
 
     async fn recommendations(

@@ -110,10 +110,11 @@ pub trait ReadModel: Send + Sync + 'static {
     /// The most viewed titles, most viewed first.
     async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError>;
 
+    /// Stores each user's list (replacing what was there), as one write where the engine can.
+    /// A user appears at most once per call (the writes may go side by side).
     async fn put_recommendations(
         &self,
-        user: u64,
-        list: &RecommendationList,
+        lists: &[(u64, RecommendationList)],
     ) -> Result<(), ReadModelError>;
     /// `None`: nothing computed for this user yet.
     async fn recommendations(

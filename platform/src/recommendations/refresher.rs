@@ -55,6 +55,9 @@ pub struct RefresherOptions {
     pub max_users_per_round: usize,
 }
 
+/// How long a computed trending list is reused.
+const TRENDING_REUSE: Duration = Duration::from_secs(1);
+
 /// The longest wait between rounds while the graph fails.
 const MAX_RETRY_SPACING: Duration = Duration::from_secs(10);
 
@@ -170,6 +173,8 @@ pub struct GraphRecommender {
     /// (title, viewers), most first.
     popular: RwLock<Vec<(u64, f64)>>,
     trending: Mutex<Trending>,
+    /// The last `trending_now`: when, what, for how many titles asked.
+    trending_cache: Mutex<Option<(std::time::Instant, Vec<(u64, f64)>, usize)>>,
     marked: Mutex<Marked>,
     last_full: Mutex<Option<tokio::time::Instant>>,
     /// One round at a time (the task's, or a caller's `refresh_now`).
@@ -214,6 +219,7 @@ impl GraphRecommender {
             similar: RwLock::default(),
             popular: RwLock::default(),
             trending: Mutex::default(),
+            trending_cache: Mutex::default(),
             marked: Mutex::default(),
             last_full: Mutex::new(None),
             round: tokio::sync::Mutex::new(()),
@@ -284,8 +290,21 @@ impl GraphRecommender {
         (self.options.trending_window.as_secs() / 60).max(1) as i64
     }
 
+    /// What trends, computed at most once a second and once per graph write: every cold
+    /// request asks, and summing the window's minutes over a large catalog costs a millisecond.
     fn trending_now(&self, limit: usize) -> Vec<(u64, f64)> {
-        lock(&self.trending).top(limit, now_ms() / 60_000, self.window_minutes())
+        let mut cached = lock(&self.trending_cache);
+        let fresh = cached.as_ref().is_some_and(|(at, top, asked)| {
+            at.elapsed() < TRENDING_REUSE && *asked >= limit && top.len() <= *asked
+        });
+        if !fresh {
+            let top = lock(&self.trending).top(limit, now_ms() / 60_000, self.window_minutes());
+            *cached = Some((std::time::Instant::now(), top, limit));
+        }
+        cached
+            .as_ref()
+            .map(|(_, top, _)| top.iter().take(limit).copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn stats(&self) -> RefresherStats {
@@ -512,13 +531,7 @@ impl GraphRecommender {
                 .collect()
         };
         // The read model first, for every user; the epochs and the invalidation after.
-        for writes in lists.chunks(16) {
-            let writes: Vec<_> = writes
-                .iter()
-                .map(|(user, list)| self.read_model.put_recommendations(*user, list))
-                .collect();
-            futures::future::try_join_all(writes).await?;
-        }
+        self.read_model.put_recommendations(&lists).await?;
         for &user in users {
             self.epochs.bump(user);
         }
@@ -559,6 +572,8 @@ impl GraphRecommender {
             .collect();
         self.mark(&users, &titles);
         lock(&self.trending).add(update, now_ms() / 60_000, self.window_minutes());
+        // New plays: the next ask recomputes (at most once per feeder write, not per request).
+        *lock(&self.trending_cache) = None;
     }
 }
 

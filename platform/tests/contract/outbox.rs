@@ -149,10 +149,9 @@ impl ReadModel for InvalidatesAfterWrite {
     }
     async fn put_recommendations(
         &self,
-        user: u64,
-        list: &RecommendationList,
+        lists: &[(u64, RecommendationList)],
     ) -> Result<(), ReadModelError> {
-        self.inner.put_recommendations(user, list).await
+        self.inner.put_recommendations(lists).await
     }
     async fn recommendations(
         &self,

@@ -20,7 +20,51 @@ both_backends!(
     a_watch_changes_the_list_and_drops_the_cached_one,
     a_stampede_on_one_key_loads_once,
     a_load_that_overlaps_a_refresh_does_not_fill_the_cache,
+    lists_written_together_read_back_apart_with_their_source_and_time,
 );
+
+async fn lists_written_together_read_back_apart_with_their_source_and_time(backend: Backend) {
+    let base = rand_base();
+    let list = |source: &str, at: i64, title: u64| RecommendationList {
+        source: source.to_owned(),
+        computed_at: at,
+        items: vec![Recommendation {
+            content_id: title,
+            score: 0.5,
+        }],
+    };
+    let first = vec![
+        (base + 1, list("personal", 1_000, 7)),
+        (base + 2, list("trending", 2_000, 8)),
+    ];
+    backend
+        .read_model
+        .put_recommendations(&first)
+        .await
+        .unwrap();
+    let lists = vec![
+        first[0].clone(),
+        first[1].clone(),
+        (base + 1, list("similar_to_recent", 3_000, 9)),
+    ];
+    backend
+        .read_model
+        .put_recommendations(&lists[2..])
+        .await
+        .unwrap();
+    backend.read_model.put_recommendations(&[]).await.unwrap();
+    let read = |user| {
+        let read_model = backend.read_model.clone();
+        async move { read_model.recommendations(user).await.unwrap() }
+    };
+    assert_eq!(
+        read(base + 1).await,
+        Some(lists[2].1.clone()),
+        "the later list replaces it"
+    );
+    assert_eq!(read(base + 2).await, Some(lists[1].1.clone()));
+    assert_eq!(read(base + 3).await, None, "[{}]", backend.name);
+}
 
 /// Jaccard over tiny graphs: no hub cap, one viewer in common is enough.
 fn options() -> RefresherOptions {
@@ -272,7 +316,7 @@ async fn with_the_graph_down_lists_are_served_stale_with_their_age() {
     };
     backend
         .read_model
-        .put_recommendations(base + 1, &list)
+        .put_recommendations(&[(base + 1, list)])
         .await
         .unwrap();
     let down: Arc<dyn GraphStore> = Arc::new(
@@ -359,10 +403,9 @@ impl ReadModel for Counting {
     }
     async fn put_recommendations(
         &self,
-        user: u64,
-        list: &RecommendationList,
+        lists: &[(u64, RecommendationList)],
     ) -> Result<(), ReadModelError> {
-        self.inner.put_recommendations(user, list).await
+        self.inner.put_recommendations(lists).await
     }
     async fn recommendations(
         &self,
