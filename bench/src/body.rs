@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use wire::{EventKind, WireEvent};
+use uuid::Uuid;
+use wire::{EventKind, PlaybackEvent, WireEvent};
 
 /// A JSON array body and where each event id sits in it.
 pub struct BodyTemplate {
@@ -98,5 +99,35 @@ impl BodyTemplate {
             body[*offset..*offset + 8].copy_from_slice(hex.as_bytes());
         }
         body
+    }
+}
+
+/// A bare `start` (only the required fields, session id = event id), as the simplest player
+/// sends it.
+pub fn start_event(
+    event_id: Uuid,
+    user_id: u64,
+    content_id: u64,
+    ts: i64,
+    received_at: i64,
+) -> PlaybackEvent {
+    PlaybackEvent {
+        event_id,
+        session_id: event_id,
+        user_id,
+        content_id,
+        kind: EventKind::Start,
+        ts,
+        sent_at: None,
+        received_at,
+        position_ms: 0,
+        duration_ms: None,
+        bitrate_kbps: None,
+        buffer_ms: None,
+        error_code: None,
+        device: None,
+        cdn: None,
+        app_version: None,
+        country: None,
     }
 }

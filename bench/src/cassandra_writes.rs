@@ -174,24 +174,14 @@ fn generate(args: &Args, seed: u64) -> Vec<Arc<Vec<PlaybackEvent>>> {
 fn warm_up_batches(args: &Args) -> Vec<Arc<Vec<PlaybackEvent>>> {
     let now = ingest::now_ms();
     let events: Vec<PlaybackEvent> = (1..=args.viewers)
-        .map(|user_id| PlaybackEvent {
-            event_id: Uuid::from_u64_pair(user_id, 0),
-            session_id: Uuid::from_u64_pair(user_id, 0),
-            user_id,
-            content_id: 1,
-            kind: EventKind::Start,
-            ts: now - 3_700_000,
-            sent_at: None,
-            received_at: now,
-            position_ms: 0,
-            duration_ms: None,
-            bitrate_kbps: None,
-            buffer_ms: None,
-            error_code: None,
-            device: None,
-            cdn: None,
-            app_version: None,
-            country: None,
+        .map(|user_id| {
+            crate::body::start_event(
+                Uuid::from_u64_pair(user_id, 0),
+                user_id,
+                1,
+                now - 3_700_000,
+                now,
+            )
         })
         .collect();
     events

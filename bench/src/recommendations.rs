@@ -530,10 +530,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             .iter()
             .map(|&user| {
                 let title = *test[&user].iter().next().unwrap_or(&0);
-                let ts = handed;
-                let mut event = loadgen_start(user, title, ts);
-                event.received_at = ts;
-                event
+                crate::body::start_event(uuid::Uuid::new_v4(), user, title, handed, handed)
             })
             .collect();
         feeder.record_playback(&events);
@@ -665,52 +662,12 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-/// A `start` of `title` by `user` at `ts`, as a player sends it.
-fn loadgen_start(user: u64, title: u64, ts: i64) -> wire::PlaybackEvent {
-    wire::PlaybackEvent {
-        event_id: uuid::Uuid::new_v4(),
-        session_id: uuid::Uuid::new_v4(),
-        user_id: user,
-        content_id: title,
-        kind: wire::EventKind::Start,
-        ts,
-        sent_at: None,
-        received_at: ts,
-        position_ms: 0,
-        duration_ms: None,
-        bitrate_kbps: None,
-        buffer_ms: None,
-        error_code: None,
-        device: None,
-        cdn: None,
-        app_version: None,
-        country: None,
-    }
-}
-
 struct FraudFigures {
     planted_accounts: usize,
     rings_found: usize,
     precision: f64,
     recall: f64,
     seconds: f64,
-}
-
-/// A small deterministic generator (splitmix64) for the planted accounts.
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
 }
 
 /// One account to create: the device it signs up from, the card it pays with, the device it
@@ -728,7 +685,7 @@ struct Account {
 /// identifiers, one a hub: linked only if hubs counted). Ring members rotate over their
 /// ring's two devices and two cards, so every two of them share both devices.
 fn accounts(args: &Args) -> Vec<Account> {
-    let mut draws = Draws(args.seed ^ 0xF4A0D);
+    let mut draws = loadgen::workload::rng::Rng::seeded(args.seed ^ 0xF4A0D);
     let mut accounts = Vec::new();
     for index in 0..args.honest {
         let card = if index % 10 == 9 {
@@ -767,7 +724,7 @@ fn accounts(args: &Args) -> Vec<Account> {
     // Interleaved, so that ring members are not created back to back.
     let mut order: Vec<(u64, Account)> = accounts
         .into_iter()
-        .map(|account| (draws.next(), account))
+        .map(|account| (draws.next_u64(), account))
         .collect();
     order.sort_by_key(|(key, _)| *key);
     order.into_iter().map(|(_, account)| account).collect()

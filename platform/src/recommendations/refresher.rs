@@ -137,6 +137,13 @@ impl Trending {
     }
 }
 
+/// A computed trending list: when, what, for how many titles asked.
+struct TrendingSnapshot {
+    at: std::time::Instant,
+    top: Vec<(u64, f64)>,
+    asked: usize,
+}
+
 #[derive(Default)]
 struct Marked {
     users: BTreeSet<u64>,
@@ -173,8 +180,8 @@ pub struct GraphRecommender {
     /// (title, viewers), most first.
     popular: RwLock<Vec<(u64, f64)>>,
     trending: Mutex<Trending>,
-    /// The last `trending_now`: when, what, for how many titles asked.
-    trending_cache: Mutex<Option<(std::time::Instant, Vec<(u64, f64)>, usize)>>,
+    /// The last `trending_now`.
+    trending_cache: Mutex<Option<TrendingSnapshot>>,
     marked: Mutex<Marked>,
     last_full: Mutex<Option<tokio::time::Instant>>,
     /// One round at a time (the task's, or a caller's `refresh_now`).
@@ -294,16 +301,20 @@ impl GraphRecommender {
     /// request asks, and summing the window's minutes over a large catalog costs a millisecond.
     fn trending_now(&self, limit: usize) -> Vec<(u64, f64)> {
         let mut cached = lock(&self.trending_cache);
-        let fresh = cached.as_ref().is_some_and(|(at, top, asked)| {
-            at.elapsed() < TRENDING_REUSE && *asked >= limit && top.len() <= *asked
+        let fresh = cached.as_ref().is_some_and(|snapshot| {
+            snapshot.at.elapsed() < TRENDING_REUSE && snapshot.asked >= limit
         });
         if !fresh {
             let top = lock(&self.trending).top(limit, now_ms() / 60_000, self.window_minutes());
-            *cached = Some((std::time::Instant::now(), top, limit));
+            *cached = Some(TrendingSnapshot {
+                at: std::time::Instant::now(),
+                top,
+                asked: limit,
+            });
         }
         cached
             .as_ref()
-            .map(|(_, top, _)| top.iter().take(limit).copied().collect())
+            .map(|snapshot| snapshot.top.iter().take(limit).copied().collect())
             .unwrap_or_default()
     }
 

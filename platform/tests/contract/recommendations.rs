@@ -42,14 +42,10 @@ async fn lists_written_together_read_back_apart_with_their_source_and_time(backe
         .put_recommendations(&first)
         .await
         .unwrap();
-    let lists = vec![
-        first[0].clone(),
-        first[1].clone(),
-        (base + 1, list("similar_to_recent", 3_000, 9)),
-    ];
+    let replacement = (base + 1, list("similar_to_recent", 3_000, 9));
     backend
         .read_model
-        .put_recommendations(&lists[2..])
+        .put_recommendations(std::slice::from_ref(&replacement))
         .await
         .unwrap();
     backend.read_model.put_recommendations(&[]).await.unwrap();
@@ -59,14 +55,14 @@ async fn lists_written_together_read_back_apart_with_their_source_and_time(backe
     };
     assert_eq!(
         read(base + 1).await,
-        Some(lists[2].1.clone()),
+        Some(replacement.1.clone()),
         "the later list replaces it"
     );
-    assert_eq!(read(base + 2).await, Some(lists[1].1.clone()));
+    assert_eq!(read(base + 2).await, Some(first[1].1.clone()));
     assert_eq!(read(base + 3).await, None, "[{}]", backend.name);
 }
 
-/// Jaccard over tiny graphs: no hub cap, one viewer in common is enough.
+/// Tiny graphs: no hub cap, one viewer in common is enough.
 fn options() -> RefresherOptions {
     let mut options = RefresherOptions {
         refresh_interval: Duration::from_millis(20),
