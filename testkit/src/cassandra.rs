@@ -6,11 +6,7 @@ use std::time::Duration;
 use event_cql::{CassandraConfig, CassandraSettings, WriteMode};
 use scylla::client::session::Session;
 
-use crate::{unique_name, unix_secs};
-
-/// Test keyspaces are named `pp_test_<unix seconds>_<random>`; ones older than this are left
-/// over from earlier runs and dropped.
-const STALE_KEYSPACE_AGE_SECS: u64 = 30 * 60;
+use crate::{is_stale, unique_name};
 
 /// Settings for a fresh keyspace on the Cassandra at `address`, with this TTL and write mode.
 pub fn test_config(address: &str, retention: Duration, mode: WriteMode) -> CassandraConfig {
@@ -61,16 +57,10 @@ async fn drop_stale_keyspaces(session: &Session) {
     let Ok(names) = rows.rows::<(String,)>() else {
         return;
     };
-    let now = unix_secs();
     let stale: Vec<String> = names
         .filter_map(Result::ok)
         .map(|(name,)| name)
-        .filter(|name| {
-            name.strip_prefix("pp_test_")
-                .and_then(|rest| rest.split('_').next())
-                .and_then(|secs| secs.parse::<u64>().ok())
-                .is_some_and(|created| now.saturating_sub(created) > STALE_KEYSPACE_AGE_SECS)
-        })
+        .filter(|name| is_stale("pp_test", name))
         .collect();
     for name in stale {
         // Another test run may be dropping it too; either way it goes.

@@ -35,6 +35,19 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}_{}", unix_secs(), &random[..10])
 }
 
+/// Names made by [`unique_name`] older than this are left over from earlier runs.
+const STALE_AGE_SECS: u64 = 30 * 60;
+
+/// Whether `name` was made by `unique_name(prefix)` more than half an hour ago: what an earlier
+/// run left behind (a keyspace, a database), to drop so that engines do not fill the disk.
+pub fn is_stale(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|secs| secs.parse::<u64>().ok())
+        .is_some_and(|created| unix_secs().saturating_sub(created) > STALE_AGE_SECS)
+}
+
 /// A user id no other test in this process uses (ids make failures easy to read).
 pub fn fresh_user() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
