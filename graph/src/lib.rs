@@ -139,6 +139,16 @@ pub struct TitleViewers {
     pub viewers: u64,
 }
 
+/// The order `watches_of` answers in, on every graph: the latest first (ties: lower title id).
+fn latest_first(watches: &mut [UserWatch]) {
+    watches.sort_by(|a, b| b.last_ts.cmp(&a.last_ts).then(a.title.cmp(&b.title)));
+}
+
+/// The order `titles` answers in, on every graph: most viewed first (ties: lower id).
+fn most_viewed_first(titles: &mut [TitleViewers]) {
+    titles.sort_by(|a, b| b.viewers.cmp(&a.viewers).then(a.title.cmp(&b.title)));
+}
+
 #[async_trait]
 pub trait GraphStore: Send + Sync + 'static {
     /// Applies `update` as one write. Watches merge into what the graph holds ([`Watch::merge`]);

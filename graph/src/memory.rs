@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::{
-    CoWatch, GraphError, GraphStore, GraphUpdate, Identifier, SharedIdentifiers, TitleViewers,
-    UserWatch, Watch,
+    latest_first, most_viewed_first, CoWatch, GraphError, GraphStore, GraphUpdate, Identifier,
+    SharedIdentifiers, TitleViewers, UserWatch, Watch,
 };
 
 #[derive(Default)]
@@ -130,7 +130,7 @@ impl GraphStore for MemoryGraph {
                             .collect()
                     })
                     .unwrap_or_default();
-                watches.sort_by(|a, b| b.last_ts.cmp(&a.last_ts).then(a.title.cmp(&b.title)));
+                latest_first(&mut watches);
                 watches.truncate(limit);
                 (user, watches)
             })
@@ -147,7 +147,7 @@ impl GraphStore for MemoryGraph {
                 viewers: viewers.len() as u64,
             })
             .collect();
-        titles.sort_by(|a, b| b.viewers.cmp(&a.viewers).then(a.title.cmp(&b.title)));
+        most_viewed_first(&mut titles);
         Ok(titles)
     }
 

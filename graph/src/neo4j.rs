@@ -18,8 +18,8 @@ use neo4rs::{query, BoltType, ConfigBuilder, Query};
 use tokio::sync::OnceCell;
 
 use crate::{
-    CoWatch, GraphError, GraphStore, GraphUpdate, Identifier, SharedIdentifiers, TitleViewers,
-    UserWatch,
+    latest_first, most_viewed_first, CoWatch, GraphError, GraphStore, GraphUpdate, Identifier,
+    SharedIdentifiers, TitleViewers, UserWatch,
 };
 
 /// How to reach Neo4j.
@@ -391,7 +391,7 @@ impl GraphStore for Neo4jGraph {
             .iter()
             .map(|user| {
                 let mut watches = found.get(user).cloned().unwrap_or_default();
-                watches.sort_by(|a, b| b.last_ts.cmp(&a.last_ts).then(a.title.cmp(&b.title)));
+                latest_first(&mut watches);
                 (*user, watches)
             })
             .collect())
@@ -409,7 +409,7 @@ impl GraphStore for Neo4jGraph {
                 })
             })
             .collect::<Result<Vec<_>, GraphError>>()?;
-        titles.sort_by(|a, b| b.viewers.cmp(&a.viewers).then(a.title.cmp(&b.title)));
+        most_viewed_first(&mut titles);
         Ok(titles)
     }
 
