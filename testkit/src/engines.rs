@@ -37,6 +37,16 @@ pub fn neo4j() -> Option<String> {
     engine("Neo4j", "PLAYPULSE_TEST_NEO4J", "neo4j", "127.0.0.1:7687")
 }
 
+/// `PLAYPULSE_TEST_OPENSEARCH`: OpenSearch's HTTP URL.
+pub fn opensearch() -> Option<String> {
+    engine(
+        "OpenSearch",
+        "PLAYPULSE_TEST_OPENSEARCH",
+        "opensearch",
+        "http://127.0.0.1:9200",
+    )
+}
+
 /// Whether engine-backed tests are to be skipped.
 pub fn skipped() -> bool {
     std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1")
