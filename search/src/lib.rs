@@ -8,7 +8,8 @@
 //! - `q` is split into words (letters and digits; lower-cased, accents folded). Every word must
 //!   match one of the fields (title, original title, cast, crew, synopsis), the title weighing
 //!   most. A word of 5 to 8 characters may be one edit away, one of 9 or more two edits, a
-//!   shorter one must be exact (transpositions count as one edit).
+//!   shorter one must be exact (transpositions count as one edit). Cast and crew are scored
+//!   without length norms: a name matches or not, however many others a title lists.
 //! - The last word, unless `q` ends in a space, is what the user is still typing: it also
 //!   matches as a prefix of a word of the title, original title or cast.
 //! - Filters narrow without scoring: genre, year range, language (audio or subtitles),

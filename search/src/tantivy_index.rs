@@ -99,14 +99,29 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(PREFIXES)
             .set_index_option(IndexRecordOption::WithFreqs),
     );
+    // A name matches or not: how many other names a title lists says nothing of relevance.
+    let names = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(WORDS)
+            .set_index_option(IndexRecordOption::WithFreqs)
+            .set_fieldnorms(false),
+    );
     let title = builder.add_text_field("title", words.clone());
     let original_title = builder.add_text_field("original_title", words.clone());
-    let cast = builder.add_text_field("cast", words.clone());
-    let crew = builder.add_text_field("crew", words.clone());
+    let cast = builder.add_text_field("cast", names.clone());
+    let crew = builder.add_text_field("crew", names);
     let synopsis = builder.add_text_field("synopsis", words);
     let title_prefix = builder.add_text_field("title_prefix", prefixes.clone());
     let original_title_prefix = builder.add_text_field("original_title_prefix", prefixes.clone());
-    let cast_prefix = builder.add_text_field("cast_prefix", prefixes);
+    let cast_prefix = builder.add_text_field(
+        "cast_prefix",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(PREFIXES)
+                .set_index_option(IndexRecordOption::WithFreqs)
+                .set_fieldnorms(false),
+        ),
+    );
     let title_key = builder.add_text_field("title_key", STRING);
     let genres = builder.add_text_field("genres", STRING | FAST);
     let year = builder.add_u64_field("year", number);
