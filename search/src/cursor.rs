@@ -86,7 +86,12 @@ pub fn fingerprint(q: &str, filters: &Filters) -> u64 {
     eat(&filters.year_from.unwrap_or(0).to_be_bytes());
     eat(&filters.year_to.unwrap_or(u16::MAX).to_be_bytes());
     eat(filters.language.as_deref().unwrap_or("").as_bytes());
-    eat(filters.country.map(|c| c.as_u16()).unwrap_or(0).to_be_bytes().as_slice());
+    eat(filters
+        .country
+        .map(|c| c.as_u16())
+        .unwrap_or(0)
+        .to_be_bytes()
+        .as_slice());
     for rating in &filters.maturity {
         eat(rating.as_bytes());
     }

@@ -93,9 +93,10 @@ pub struct CountryCode([u8; 2]);
 impl CountryCode {
     pub fn parse(text: &str) -> Option<CountryCode> {
         match text.as_bytes() {
-            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                Some(CountryCode([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
-            }
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(CountryCode([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+            ])),
             _ => None,
         }
     }
@@ -160,6 +161,8 @@ impl Title {
 
 /// One versioned change to the index. `version` grows by one per change of a title on the
 /// command side; the index keeps the highest it saw.
+/// A delete is small and an upsert big; changes live in short batches, so not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TitleChange {
     Upsert { title: Title, version: u64 },

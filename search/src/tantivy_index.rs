@@ -15,12 +15,12 @@ use async_trait::async_trait;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query,
-    RangeQuery, TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery,
+    Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value,
-    FAST, STORED, STRING,
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
+    STORED, STRING,
 };
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{
@@ -32,8 +32,9 @@ use crate::cursor::{fingerprint, Cursor};
 use crate::highlight::highlight;
 use crate::query::{self, ParsedQuery, QueryWord};
 use crate::{
-    popularity_boost, sort_facet, Applied, EXACT_TITLE_BOOST, Day, FacetCount, Facets, Hit, Highlights, IndexStats,
-    SearchError, SearchIndex, SearchRequest, SearchResponse, Title, TitleChange, MAX_LIMIT,
+    popularity_boost, sort_facet, Applied, Day, FacetCount, Facets, Highlights, Hit, IndexStats,
+    SearchError, SearchIndex, SearchRequest, SearchResponse, Title, TitleChange, EXACT_TITLE_BOOST,
+    MAX_LIMIT,
 };
 
 /// Memory the writer buffers before it flushes a segment.
@@ -179,7 +180,9 @@ fn pack_window(window: &crate::Availability) -> u64 {
 
 fn window_covers(packed: u64, country: u16, day: Day) -> bool {
     let day = day.max(0) as u64;
-    (packed >> 48) as u16 == country && (packed >> 24) & 0xff_ffff <= day && day <= packed & 0xff_ffff
+    (packed >> 48) as u16 == country
+        && (packed >> 24) & 0xff_ffff <= day
+        && day <= packed & 0xff_ffff
 }
 
 /// One generation: an index, its reader, its one writer and the versions it holds.
@@ -213,7 +216,9 @@ fn engine(error: impl std::fmt::Display) -> SearchError {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TantivyIndex {
@@ -231,7 +236,12 @@ impl TantivyIndex {
             }
         };
         let current = open_generation(Some(root), &schema, &name)?;
-        Ok(TantivyIndex::from_parts(Some(root.to_owned()), schema, fields, current))
+        Ok(TantivyIndex::from_parts(
+            Some(root.to_owned()),
+            schema,
+            fields,
+            current,
+        ))
     }
 
     /// An index in memory (tests, benchmarks).
@@ -297,7 +307,9 @@ fn open_generation(
     name: &str,
 ) -> Result<Generation, SearchError> {
     if name.contains(['/', '\\', '.']) {
-        return Err(SearchError::Protocol(format!("bad generation name {name:?}")));
+        return Err(SearchError::Protocol(format!(
+            "bad generation name {name:?}"
+        )));
     }
     let dir = root.map(|root| root.join(name));
     let mut index = match &dir {
@@ -359,10 +371,9 @@ impl Inner {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone()),
-            Some(name) => lock(&self.building)
-                .get(name)
-                .cloned()
-                .ok_or_else(|| SearchError::BadRequest(format!("no generation {name} is being built"))),
+            Some(name) => lock(&self.building).get(name).cloned().ok_or_else(|| {
+                SearchError::BadRequest(format!("no generation {name} is being built"))
+            }),
         }
     }
 
@@ -374,7 +385,10 @@ impl Inner {
         doc.add_u64(f.live, 1);
         doc.add_u64(f.version, version);
         doc.add_text(f.title, &title.title);
-        doc.add_text(f.title_prefix, query::prefixes(&mut analyzer, &title.title).join(" "));
+        doc.add_text(
+            f.title_prefix,
+            query::prefixes(&mut analyzer, &title.title).join(" "),
+        );
         if let Some(original) = &title.original_title {
             doc.add_text(f.original_title, original);
             doc.add_text(
@@ -388,7 +402,10 @@ impl Inner {
         doc.add_text(f.synopsis, &title.synopsis);
         for name in &title.cast {
             doc.add_text(f.cast, name);
-            doc.add_text(f.cast_prefix, query::prefixes(&mut analyzer, name).join(" "));
+            doc.add_text(
+                f.cast_prefix,
+                query::prefixes(&mut analyzer, name).join(" "),
+            );
         }
         for name in &title.crew {
             doc.add_text(f.crew, name);
@@ -405,7 +422,8 @@ impl Inner {
         for window in &title.availability {
             doc.add_u64(f.availability, pack_window(window));
         }
-        let json = serde_json::to_string(title).map_err(|error| SearchError::Protocol(error.to_string()))?;
+        let json = serde_json::to_string(title)
+            .map_err(|error| SearchError::Protocol(error.to_string()))?;
         doc.add_text(f.doc, json);
         Ok(doc)
     }
@@ -418,7 +436,11 @@ impl Inner {
         doc
     }
 
-    fn apply(&self, generation: &Generation, changes: &[TitleChange]) -> Result<Applied, SearchError> {
+    fn apply(
+        &self,
+        generation: &Generation,
+        changes: &[TitleChange],
+    ) -> Result<Applied, SearchError> {
         let mut applied = Applied::default();
         {
             let writer = lock(&generation.writer);
@@ -456,7 +478,10 @@ impl Inner {
             let clause: Box<dyn Query> = if word.edits > 0 {
                 Box::new(BooleanQuery::new(vec![
                     (Occur::Should, exact),
-                    (Occur::Should, Box::new(FuzzyTermQuery::new(term, word.edits, true))),
+                    (
+                        Occur::Should,
+                        Box::new(FuzzyTermQuery::new(term, word.edits, true)),
+                    ),
                 ]))
             } else {
                 exact
@@ -480,13 +505,21 @@ impl Inner {
             alternatives.push(Box::new(DisjunctionMaxQuery::new(prefixes)));
         }
         Box::new(BooleanQuery::new(
-            alternatives.into_iter().map(|query| (Occur::Should, query)).collect(),
+            alternatives
+                .into_iter()
+                .map(|query| (Occur::Should, query))
+                .collect(),
         ))
     }
 
     fn query(&self, parsed: &ParsedQuery, request: &SearchRequest) -> Box<dyn Query> {
         let f = &self.fields;
-        let filter = |query: Box<dyn Query>| (Occur::Must, Box::new(BoostQuery::new(query, 0.0)) as Box<dyn Query>);
+        let filter = |query: Box<dyn Query>| {
+            (
+                Occur::Must,
+                Box::new(BoostQuery::new(query, 0.0)) as Box<dyn Query>,
+            )
+        };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if parsed.is_empty() {
             clauses.push((Occur::Must, Box::new(AllQuery)));
@@ -554,7 +587,10 @@ impl Inner {
         let searcher = generation.reader.searcher();
         let collector = TitleCollector {
             limit: limit + 1,
-            after: request.after.as_ref().map(|after| (after.score as f32, after.id)),
+            after: request
+                .after
+                .as_ref()
+                .map(|after| (after.score as f32, after.id)),
             country: request
                 .filters
                 .country
@@ -578,7 +614,9 @@ impl Inner {
             let json = doc
                 .get_first(self.fields.doc)
                 .and_then(|value| value.as_str())
-                .ok_or_else(|| SearchError::Protocol(format!("title {} has no document", entry.id)))?;
+                .ok_or_else(|| {
+                    SearchError::Protocol(format!("title {} has no document", entry.id))
+                })?;
             let title: Title = serde_json::from_str(json)
                 .map_err(|error| SearchError::Protocol(format!("title {}: {error}", entry.id)))?;
             hits.push(Hit {
@@ -661,8 +699,7 @@ impl SearchIndex for TantivyIndex {
     async fn create_generation(&self) -> Result<String, SearchError> {
         self.blocking(|inner| {
             let name = generation_name();
-            let generation =
-                open_generation(inner.root.as_deref(), &inner.schema, &name)?;
+            let generation = open_generation(inner.root.as_deref(), &inner.schema, &name)?;
             lock(&inner.building).insert(name.clone(), Arc::new(generation));
             Ok(name)
         })
@@ -704,7 +741,10 @@ impl SearchIndex for TantivyIndex {
     async fn stats(&self) -> Result<IndexStats, SearchError> {
         self.blocking(|inner| {
             let generation = inner.generation(None)?;
-            let titles = lock(&generation.versions).values().filter(|(_, live)| *live).count();
+            let titles = lock(&generation.versions)
+                .values()
+                .filter(|(_, live)| *live)
+                .count();
             let size_bytes = generation
                 .reader
                 .searcher()
@@ -914,7 +954,9 @@ impl SegmentCollector for SegmentTitles {
     type Fruit = Found;
 
     fn collect(&mut self, doc: DocId, score: Score) {
-        let Some(id) = self.ids.first(doc) else { return };
+        let Some(id) = self.ids.first(doc) else {
+            return;
+        };
         if let Some((country, day)) = self.country {
             if !self
                 .availability

@@ -37,7 +37,10 @@ async fn words_prefixes_and_typos_match_as_the_rules_say(backend: &Backend) {
     assert!(backend.ids("heap ").await.is_empty(), "{}", backend.name);
     // 6 letters: one edit (a transposition counts as one).
     assert_eq!(backend.ids("amelei ").await, [4]);
-    assert!(backend.ids("amxlxe ").await.is_empty(), "two edits on 6 letters");
+    assert!(
+        backend.ids("amxlxe ").await.is_empty(),
+        "two edits on 6 letters"
+    );
     // 12 letters: two edits.
     assert_eq!(backend.ids("intrestelar ").await, [3]);
     assert!(backend.ids("ixtxrxtellar ").await.is_empty(), "three edits");
@@ -57,7 +60,11 @@ async fn every_word_must_match_some_field(backend: &Backend) {
     both.sort_unstable();
     assert_eq!(both, [1, 2], "{}", backend.name);
     assert_eq!(backend.ids("pacino godfather ").await, [1]);
-    assert_eq!(backend.ids("brando dynasty").await, [1], "cast and synopsis");
+    assert_eq!(
+        backend.ids("brando dynasty").await,
+        [1],
+        "cast and synopsis"
+    );
     assert!(backend.ids("pacino nosuchword ").await.is_empty());
 }
 
@@ -86,7 +93,10 @@ async fn a_replayed_or_reordered_change_never_wins_over_a_newer_one(backend: &Ba
         .unwrap();
     assert_eq!((deleted.written, deleted.stale), (1, 1));
     index.refresh().await.unwrap();
-    assert!(backend.ids("name ").await.is_empty(), "a tombstone is not found");
+    assert!(
+        backend.ids("name ").await.is_empty(),
+        "a tombstone is not found"
+    );
     assert_eq!(index.version_of(7).await.unwrap(), Some((3, false)));
     assert_eq!(index.version_of(8).await.unwrap(), None);
 
@@ -187,7 +197,10 @@ async fn country_means_available_there_on_the_day(backend: &Backend) {
     fr.sort_unstable();
     assert_eq!(fr, [1, 4], "{}", backend.name);
     assert_eq!(backend.ids_where("window ", in_country("US")).await, [2]);
-    assert!(backend.ids_where("window ", in_country("JP")).await.is_empty());
+    assert!(backend
+        .ids_where("window ", in_country("JP"))
+        .await
+        .is_empty());
 }
 
 async fn facets_count_every_match(backend: &Backend) {
@@ -240,7 +253,11 @@ async fn facets_count_every_match(backend: &Backend) {
 
 async fn popularity_lifts_a_title_without_burying_an_exact_match(backend: &Backend) {
     backend
-        .put(&[title(1, "Lake Alpha"), title(2, "Lake Beta"), title(3, "Lake")])
+        .put(&[
+            title(1, "Lake Alpha"),
+            title(2, "Lake Beta"),
+            title(3, "Lake"),
+        ])
         .await;
     backend
         .index
@@ -249,15 +266,25 @@ async fn popularity_lifts_a_title_without_burying_an_exact_match(backend: &Backe
         .unwrap();
     backend.index.refresh().await.unwrap();
     let ids = backend.ids("lake ").await;
-    assert_eq!(ids[0], 3, "{}: the exact title first: {ids:?}", backend.name);
+    assert_eq!(
+        ids[0], 3,
+        "{}: the exact title first: {ids:?}",
+        backend.name
+    );
     assert_eq!(&ids[1..], [2, 1], "{}: then the watched one", backend.name);
-    backend.index.set_popularity(&[(1, 5000.0), (2, 0.0)]).await.unwrap();
+    backend
+        .index
+        .set_popularity(&[(1, 5000.0), (2, 0.0)])
+        .await
+        .unwrap();
     backend.index.refresh().await.unwrap();
     assert_eq!(&backend.ids("lake ").await[1..], [1, 2]);
 }
 
 async fn pages_follow_the_cursor_without_gaps_or_repeats(backend: &Backend) {
-    let titles: Vec<_> = (1..=23u64).map(|id| title(id, &format!("Forest {id}"))).collect();
+    let titles: Vec<_> = (1..=23u64)
+        .map(|id| title(id, &format!("Forest {id}")))
+        .collect();
     backend.put(&titles).await;
     let pop: Vec<(u64, f32)> = (1..=23u64).map(|id| (id, (id % 5) as f32 * 10.0)).collect();
     backend.index.set_popularity(&pop).await.unwrap();
@@ -271,7 +298,11 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats(backend: &Backend) {
         let page = backend.index.search(&ask).await.unwrap();
         assert_eq!(page.total, 23, "{}", backend.name);
         for hit in &page.hits {
-            assert!(hit.score <= last_score, "{}: scores never rise", backend.name);
+            assert!(
+                hit.score <= last_score,
+                "{}: scores never rise",
+                backend.name
+            );
             last_score = hit.score;
             seen.push(hit.id);
         }
@@ -293,11 +324,19 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats(backend: &Backend) {
 }
 
 async fn a_cursor_of_another_query_or_garbage_is_refused(backend: &Backend) {
-    let titles: Vec<_> = (1..=4u64).map(|id| title(id, &format!("Desert {id}"))).collect();
+    let titles: Vec<_> = (1..=4u64)
+        .map(|id| title(id, &format!("Desert {id}")))
+        .collect();
     backend.put(&titles).await;
     let mut ask = request("desert ", Filters::default());
     ask.limit = 2;
-    let next = backend.index.search(&ask).await.unwrap().next.expect("a next page");
+    let next = backend
+        .index
+        .search(&ask)
+        .await
+        .unwrap()
+        .next
+        .expect("a next page");
     let mut other = request("dune ", Filters::default());
     other.after = Some(next);
     assert!(matches!(
@@ -322,11 +361,30 @@ async fn highlights_mark_the_matched_words(backend: &Backend) {
         .unwrap();
     let highlights = &response.hits[0].highlights;
     let title = highlights.title.as_deref().expect("title highlighted");
-    assert!(title.contains("<em>Godfather</em>"), "{}: {title}", backend.name);
-    assert!(title.contains("&lt;Part"), "{}: escaped: {title}", backend.name);
-    let synopsis = highlights.synopsis.as_deref().expect("synopsis highlighted");
-    assert!(synopsis.contains("<em>Vito</em>"), "{}: {synopsis}", backend.name);
-    assert!(synopsis.len() < 400, "{}: a fragment: {synopsis}", backend.name);
+    assert!(
+        title.contains("<em>Godfather</em>"),
+        "{}: {title}",
+        backend.name
+    );
+    assert!(
+        title.contains("&lt;Part"),
+        "{}: escaped: {title}",
+        backend.name
+    );
+    let synopsis = highlights
+        .synopsis
+        .as_deref()
+        .expect("synopsis highlighted");
+    assert!(
+        synopsis.contains("<em>Vito</em>"),
+        "{}: {synopsis}",
+        backend.name
+    );
+    assert!(
+        synopsis.len() < 400,
+        "{}: a fragment: {synopsis}",
+        backend.name
+    );
 }
 
 async fn a_rebuild_switches_generations_while_searches_answer(backend: &Backend) {
@@ -352,28 +410,53 @@ async fn a_rebuild_switches_generations_while_searches_answer(backend: &Backend)
         .await
         .unwrap();
     assert_eq!(copied.written, 2, "{}", backend.name);
-    assert_eq!(backend.ids("canyon ").await, [1], "still the old generation");
+    assert_eq!(
+        backend.ids("canyon ").await,
+        [1],
+        "still the old generation"
+    );
     index.switch_to(&next).await.unwrap();
     index.refresh().await.unwrap();
     assert_eq!(index.generation().await.unwrap(), next);
     let mut ids = backend.ids("canyon ").await;
     ids.sort_unstable();
     assert_eq!(ids, [1, 2]);
-    assert!(index.apply_to(&before, &[]).await.is_err(), "the old one is gone");
+    assert!(
+        index.apply_to(&before, &[]).await.is_err(),
+        "the old one is gone"
+    );
 }
 
 async fn hostile_queries_get_clear_errors_or_empty_answers(backend: &Backend) {
     backend.put(&[title(1, "Ordinary")]).await;
     let long = "word ".repeat(100);
     assert!(matches!(
-        backend.index.search(&request(&long, Filters::default())).await,
+        backend
+            .index
+            .search(&request(&long, Filters::default()))
+            .await,
         Err(SearchError::BadRequest(_))
     ));
     for odd in [
-        "\"", "*", "?", "\\", "(", ")", "~2", "title:x", "AND", "\u{0}", "💥", "a b c d e f g h i j k l",
-        "{\"query\":1}", "<script>",
+        "\"",
+        "*",
+        "?",
+        "\\",
+        "(",
+        ")",
+        "~2",
+        "title:x",
+        "AND",
+        "\u{0}",
+        "💥",
+        "a b c d e f g h i j k l",
+        "{\"query\":1}",
+        "<script>",
     ] {
-        let answer = backend.index.search(&request(odd, Filters::default())).await;
+        let answer = backend
+            .index
+            .search(&request(odd, Filters::default()))
+            .await;
         assert!(answer.is_ok(), "{}: {odd:?}: {answer:?}", backend.name);
     }
     let mut huge = request("ordinary", Filters::default());

@@ -89,7 +89,9 @@ async fn drop_stale(url: &str) {
     else {
         return;
     };
-    let Ok(listing) = response.text().await else { return };
+    let Ok(listing) = response.text().await else {
+        return;
+    };
     let client = reqwest::Client::new();
     for index in listing.split_whitespace() {
         let alias = index.rsplit_once('-').map_or(index, |(alias, _)| alias);
