@@ -132,6 +132,38 @@ pub struct GraphSettings {
     pub ring_max_accounts: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchKind {
+    /// tantivy, in process, in a directory: the embedded default.
+    Tantivy,
+    /// OpenSearch at `opensearch_url`.
+    Opensearch,
+}
+
+/// `[platform.search]`: where the catalog is searched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    pub kind: SearchKind,
+    /// Empty: `<embedded.data_dir>/platform/search`.
+    pub path: PathBuf,
+    pub opensearch_url: String,
+    /// The alias searches go through; generations are named `{alias}-{n}`.
+    pub alias: String,
+    /// Bounds every OpenSearch call.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long an idle catalog projector waits before looking again (commits wake it sooner).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Catalog events applied per round.
+    pub batch_size: u32,
+    /// How often titles' popularity (viewers in the graph) is pushed to the index.
+    #[serde(with = "humantime_serde")]
+    pub popularity_interval: Duration,
+}
+
 /// The `[platform]` section, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +175,7 @@ pub struct PlatformSection {
     pub outbox: OutboxSettings,
     pub recommendations: RecommendationsSettings,
     pub graph: GraphSettings,
+    pub search: SearchSettings,
 }
 
 /// Where the Cassandra read model connects (the service's `[cassandra]` section).
@@ -162,6 +195,7 @@ pub struct PlatformSettings {
     pub outbox: OutboxSettings,
     pub recommendations: RecommendationsSettings,
     pub graph: GraphSettings,
+    pub search: SearchSettings,
     /// Where the embedded files go by default.
     pub data_dir: PathBuf,
     pub cassandra: CassandraConnection,
@@ -252,6 +286,41 @@ impl PlatformSettings {
                 "is required when kind = \"neo4j\"",
             );
         }
+        let search = &self.search;
+        for (setting, interval) in [
+            ("platform.search.request_timeout", search.request_timeout),
+            ("platform.search.poll_interval", search.poll_interval),
+            (
+                "platform.search.popularity_interval",
+                search.popularity_interval,
+            ),
+        ] {
+            if interval.is_zero() {
+                return fail(setting, "must be more than 0");
+            }
+        }
+        if search.batch_size == 0 {
+            return fail("platform.search.batch_size", "must be at least 1");
+        }
+        let alias_ok = !search.alias.is_empty()
+            && search.alias.len() <= 100
+            && !search.alias.starts_with(['-', '_', '.'])
+            && search
+                .alias
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b));
+        if !alias_ok {
+            return fail(
+                "platform.search.alias",
+                "must be lower-case letters, digits, `-` and `_` (an OpenSearch index name)",
+            );
+        }
+        if search.kind == SearchKind::Opensearch && search.opensearch_url.trim().is_empty() {
+            return fail(
+                "platform.search.opensearch_url",
+                "is required when kind = \"opensearch\"",
+            );
+        }
         let keyspace = &self.read_model.keyspace;
         if keyspace.is_empty()
             || !keyspace
@@ -271,6 +340,14 @@ impl PlatformSettings {
             self.data_dir.join("platform").join("commands.sqlite")
         } else {
             self.commands.sqlite_path.clone()
+        }
+    }
+
+    pub fn search_path(&self) -> PathBuf {
+        if self.search.path.as_os_str().is_empty() {
+            self.data_dir.join("platform").join("search")
+        } else {
+            self.search.path.clone()
         }
     }
 

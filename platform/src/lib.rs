@@ -8,6 +8,7 @@
 //! feeder) -> queries. Playback: durable events -> graph feeder -> graph -> refreshes
 //! (similar titles and fraud rings in memory, users' lists in the read model) -> queries.
 
+pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod domain;
@@ -33,9 +34,13 @@ use graph::{GraphError, GraphStore, GraphUpdate, MemoryGraph, Neo4jGraph, Neo4jO
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::catalog::feed::{CatalogFeed, FeedHandle, SearchProjector, TitleReadModel};
+use crate::catalog::popularity::{PopularityRefresher, PopularityTask};
+use crate::catalog::Catalog;
 use crate::commands::{CommandOptions, Commands};
 use crate::config::{
-    CommandStoreKind, GraphKind, GraphSettings, PlatformSettings, ReadModelKind, SettingError,
+    CommandStoreKind, GraphKind, GraphSettings, PlatformSettings, ReadModelKind, SearchKind,
+    SettingError,
 };
 use crate::fraud::{FraudRings, FraudTask};
 use crate::keys::ApiKeys;
@@ -62,6 +67,8 @@ pub enum PlatformError {
     ReadModel(#[from] ReadModelError),
     #[error(transparent)]
     Graph(#[from] GraphError),
+    #[error(transparent)]
+    Search(#[from] search::SearchError),
 }
 
 /// The running platform: its state for the router, the relay, and the background tasks.
@@ -77,6 +84,29 @@ pub struct Platform {
     fraud: Option<FraudTask>,
     relay_task: Option<RelayHandle>,
     purge: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The catalog's projectors: the title read model's, then the search index's.
+    catalog_feeds: Vec<Arc<CatalogFeed>>,
+    catalog_tasks: Vec<FeedHandle>,
+    popularity: Arc<PopularityRefresher>,
+    popularity_task: Option<PopularityTask>,
+}
+
+/// Opens the search index the settings name (OpenSearch: without a round trip; it may be down
+/// now, and is found out by the first call that needs it).
+pub fn open_search(
+    settings: &PlatformSettings,
+) -> Result<Arc<dyn search::SearchIndex>, PlatformError> {
+    let search = &settings.search;
+    Ok(match search.kind {
+        SearchKind::Tantivy => Arc::new(search::TantivyIndex::open(&settings.search_path())?),
+        SearchKind::Opensearch => {
+            Arc::new(search::OpenSearchIndex::new(search::OpenSearchOptions {
+                url: search.opensearch_url.clone(),
+                alias: search.alias.clone(),
+                request_timeout: search.request_timeout,
+            })?)
+        }
+    })
 }
 
 /// Opens the command store the settings name.
@@ -176,8 +206,9 @@ impl Platform {
         let store = open_store(settings).await?;
         let read_model = open_read_model(settings).await?;
         let graph = open_graph(&settings.graph)?;
+        let search = open_search(settings)?;
         Ok(Platform::assemble(
-            settings, store, read_model, graph, cache, gateway,
+            settings, store, read_model, graph, search, cache, gateway,
         ))
     }
 
@@ -187,6 +218,7 @@ impl Platform {
         store: Arc<dyn CommandStore>,
         read_model: Arc<dyn ReadModel>,
         graph: Arc<dyn GraphStore>,
+        search: Arc<dyn search::SearchIndex>,
         cache: Arc<dyn Cache>,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Platform {
@@ -264,6 +296,40 @@ impl Platform {
             settings.recommendations.ttl,
             settings.recommendations.limit,
         ));
+        let catalog = Catalog::new(store.clone(), read_model.clone(), search.clone());
+        let feed_options = catalog::feed::FeedOptions {
+            poll_interval: settings.search.poll_interval,
+            batch_size: i64::from(settings.search.batch_size),
+            ..catalog::feed::FeedOptions::default()
+        };
+        let consumers: [Arc<dyn catalog::feed::TitleConsumer>; 2] = [
+            Arc::new(TitleReadModel {
+                read_model: read_model.clone(),
+            }),
+            Arc::new(SearchProjector {
+                name: format!("search:{}", settings.search.alias),
+                index: search.clone(),
+            }),
+        ];
+        let catalog_feeds: Vec<Arc<CatalogFeed>> = consumers
+            .into_iter()
+            .map(|consumer| {
+                Arc::new(CatalogFeed::new(
+                    store.clone(),
+                    consumer,
+                    feed_options.clone(),
+                    catalog.commits(),
+                ))
+            })
+            .collect();
+        let catalog_tasks = catalog_feeds
+            .iter()
+            .map(|feed| feed.clone().spawn())
+            .collect();
+        let popularity = Arc::new(PopularityRefresher::new(graph.clone(), search));
+        let popularity_task = popularity
+            .clone()
+            .start(settings.search.popularity_interval);
         let api_keys = ApiKeys::new(store.clone());
         let purge = spawn_purge(store, settings.commands.idempotency_key_retention);
         Platform {
@@ -273,6 +339,7 @@ impl Platform {
                 cache,
                 recommendations,
                 fraud,
+                catalog,
                 profile_ttl: settings.recommendations.profile_ttl,
             },
             relay,
@@ -283,7 +350,31 @@ impl Platform {
             fraud: Some(fraud_task),
             relay_task: Some(relay_task),
             purge: Some(purge),
+            catalog_feeds,
+            catalog_tasks,
+            popularity,
+            popularity_task: Some(popularity_task),
         }
+    }
+
+    /// The catalog: its commands, its read model, its search index.
+    pub fn catalog(&self) -> &Catalog {
+        &self.state.catalog
+    }
+
+    /// The projector that keeps the search index in step (its position, failures).
+    pub fn search_feed(&self) -> &Arc<CatalogFeed> {
+        &self.catalog_feeds[1]
+    }
+
+    /// The projector that keeps the title read model in step.
+    pub fn title_feed(&self) -> &Arc<CatalogFeed> {
+        &self.catalog_feeds[0]
+    }
+
+    /// What pushes titles' popularity to the search index.
+    pub fn popularity(&self) -> &Arc<PopularityRefresher> {
+        &self.popularity
     }
 
     /// The API key service on the platform's command store (one cache for every clone).
@@ -329,6 +420,12 @@ impl Platform {
         if let Some((stop, task)) = self.purge.take() {
             let _ = stop.send(true);
             let _ = task.await;
+        }
+        for task in std::mem::take(&mut self.catalog_tasks) {
+            task.stop().await;
+        }
+        if let Some(task) = self.popularity_task.take() {
+            task.stop().await;
         }
         if let Some((feeder, task)) = self.feeder.take() {
             drop(feeder);

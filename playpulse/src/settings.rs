@@ -157,6 +157,7 @@ impl Settings {
             outbox: platform.outbox.clone(),
             recommendations: platform.recommendations.clone(),
             graph: platform.graph.clone(),
+            search: platform.search.clone(),
             data_dir: self.embedded.data_dir.clone(),
             cassandra: CassandraConnection {
                 nodes: self.cassandra.nodes.clone(),

@@ -13,7 +13,7 @@
 //! [`SearchError::Protocol`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -90,6 +90,8 @@ pub struct OpenSearchIndex {
     /// The millis of the last generation this process named: two created within one
     /// millisecond still get distinct names.
     last_generation: AtomicU64,
+    /// Whether the alias is known to exist (else the next call makes sure first).
+    aliased: AtomicBool,
 }
 
 enum Body {
@@ -170,9 +172,9 @@ fn unix_millis() -> u64 {
 }
 
 impl OpenSearchIndex {
-    /// Connects; when the alias does not exist yet, creates a first generation and points the
-    /// alias at it. Fails with [`SearchError::Unavailable`] when the engine does not answer.
-    pub async fn connect(options: OpenSearchOptions) -> Result<OpenSearchIndex, SearchError> {
+    /// A client for the index, without a round trip: an engine that is down now is found out
+    /// (and the alias made) by the first call that needs it.
+    pub fn new(options: OpenSearchOptions) -> Result<OpenSearchIndex, SearchError> {
         if !valid_index_name(&options.alias) {
             return Err(SearchError::BadRequest(format!(
                 "alias `{}`: lower-case letters, digits, `-`, `_` and `.` only",
@@ -190,22 +192,36 @@ impl OpenSearchIndex {
             alias: options.alias,
             timeout: options.request_timeout,
             last_generation: AtomicU64::new(0),
+            aliased: AtomicBool::new(false),
         };
-        let answer = index
-            .send(
-                Method::GET,
-                &format!("/_alias/{}", index.alias),
-                Body::Empty,
-            )
+        Ok(index)
+    }
+
+    /// Connects; when the alias does not exist yet, creates a first generation and points the
+    /// alias at it. Fails with [`SearchError::Unavailable`] when the engine does not answer.
+    pub async fn connect(options: OpenSearchOptions) -> Result<OpenSearchIndex, SearchError> {
+        let index = OpenSearchIndex::new(options)?;
+        index.ensure_alias().await?;
+        Ok(index)
+    }
+
+    /// Makes sure the alias exists (once it did, without a round trip).
+    async fn ensure_alias(&self) -> Result<(), SearchError> {
+        if self.aliased.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let answer = self
+            .send(Method::GET, &format!("/_alias/{}", self.alias), Body::Empty)
             .await?;
         match answer.status {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND => index.first_generation().await?,
+            StatusCode::NOT_FOUND => self.first_generation().await?,
             _ => {
                 answer.ok("alias")?;
             }
         }
-        Ok(index)
+        self.aliased.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Deletes the alias and every generation of it.
@@ -959,6 +975,7 @@ fn hit(mut found: SearchHit) -> Hit {
 #[async_trait]
 impl SearchIndex for OpenSearchIndex {
     async fn apply(&self, changes: &[TitleChange]) -> Result<Applied, SearchError> {
+        self.ensure_alias().await?;
         // Through the alias, so that a switch takes effect between two batches; never
         // auto-creating an index named like the alias if it is gone.
         self.write(&self.alias, "?require_alias=true", changes)
@@ -966,6 +983,7 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn set_popularity(&self, popularity: &[(u64, f32)]) -> Result<(), SearchError> {
+        self.ensure_alias().await?;
         let actions: Vec<String> = popularity
             .iter()
             .map(|&(id, popularity)| popularity_action(&self.alias, id, popularity))
@@ -984,6 +1002,7 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        self.ensure_alias().await?;
         let parsed = ParsedQuery::parse(&request.q)?;
         if let Some(after) = &request.after {
             after.check(&request.q, &request.filters)?;
@@ -1056,6 +1075,7 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn version_of(&self, id: u64) -> Result<Option<(u64, bool)>, SearchError> {
+        self.ensure_alias().await?;
         // A get through an alias of one index is real time, unlike a search.
         let answer = self
             .send(
@@ -1089,6 +1109,7 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn generation(&self) -> Result<String, SearchError> {
+        self.ensure_alias().await?;
         let mut names = self.aliased().await?;
         match names.len() {
             1 => Ok(names.remove(0)),
@@ -1104,6 +1125,7 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn create_generation(&self) -> Result<String, SearchError> {
+        self.ensure_alias().await?;
         self.create_index(false).await
     }
 
@@ -1153,6 +1175,7 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn stats(&self) -> Result<IndexStats, SearchError> {
+        self.ensure_alias().await?;
         let count = self
             .send(
                 Method::POST,
@@ -1230,6 +1253,7 @@ mod tests {
             alias: "titles".to_owned(),
             timeout: Duration::from_secs(1),
             last_generation: AtomicU64::new(0),
+            aliased: AtomicBool::new(true),
         };
         assert!(index.is_generation("titles-1700000000000"));
         assert!(!index.is_generation("titles-eu-1700000000000"));

@@ -9,7 +9,16 @@ use search::{Filters, Title};
 on_both!(the_expected_titles_come_first);
 
 /// (id, title, cast, genre, year, viewers)
-const CATALOG: &[(u64, &str, &[&str], &str, u16, f32)] = &[
+type Entry = (
+    u64,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    u16,
+    f32,
+);
+
+const CATALOG: &[Entry] = &[
     (
         1,
         "The Matrix",

@@ -126,6 +126,42 @@ pub fn parse_instant(text: &str) -> Result<Millis, InvalidValue> {
         .ok_or_else(out_of_range)
 }
 
+/// A date (`YYYY-MM-DD`, from 1970 to 9999) as days since 1970-01-01.
+pub fn parse_date(text: &str) -> Result<i32, InvalidValue> {
+    let refused = || {
+        InvalidValue::new(format!(
+            "`{}` is not a date YYYY-MM-DD from 1970-01-01 to 9999-12-31",
+            echo(text)
+        ))
+    };
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(at, byte)| match at {
+            4 | 7 => byte == b'-',
+            _ => byte.is_ascii_digit(),
+        });
+    if !shaped {
+        return Err(refused());
+    }
+    let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).map_err(|_| refused())?;
+    let days = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| refused())?
+        .as_secs()
+        / 86_400;
+    i32::try_from(days).map_err(|_| refused())
+}
+
+/// Days since 1970-01-01 as `YYYY-MM-DD`.
+pub fn date_of_day(day: i32) -> String {
+    let (year, month, day) = civil_from_days(i64::from(day));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Today, as days since 1970-01-01 (UTC).
+pub fn today() -> i32 {
+    (now_ms().div_euclid(MILLIS_PER_DAY)) as i32
+}
+
 /// The longest piece of client input an error message repeats.
 pub const MAX_ECHO_CHARS: usize = 64;
 

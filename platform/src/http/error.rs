@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::catalog::CatalogError;
 use crate::commands::CommandError;
 use crate::readmodel::ReadModelError;
 use crate::store::StoreError;
@@ -30,6 +31,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
 
 impl ApiError {
@@ -63,6 +66,15 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Store(_) | ApiError::ReadModel(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Catalog(error) => match error {
+                CatalogError::NotFound(_) => StatusCode::NOT_FOUND,
+                CatalogError::Exists(_) | CatalogError::Store(StoreError::Conflict(_)) => {
+                    StatusCode::CONFLICT
+                }
+                CatalogError::Search(search::SearchError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+                CatalogError::Search(search::SearchError::Protocol(_)) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
         }
     }
 }

@@ -69,6 +69,11 @@ impl Body {
         }
     }
 
+    /// A field that may be absent (null counts as absent).
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field).filter(|value| !value.is_null())
+    }
+
     pub fn object(&self, field: &str) -> Result<Body, ApiError> {
         match self.required(field)? {
             Value::Object(map) => Ok(Body(map.clone())),

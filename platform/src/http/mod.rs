@@ -1,6 +1,7 @@
 //! The platform's HTTP API: commands (users, plans, subscriptions), queries (profile,
 //! recommendations) and billing reports.
 
+mod catalog;
 mod error;
 mod input;
 
@@ -17,7 +18,8 @@ use serde_json::json;
 
 pub use error::ApiError;
 
-use self::input::{empty_or_json, named, path_id, Body};
+pub(crate) use self::input::Body;
+use self::input::{empty_or_json, named, path_id};
 use crate::commands::{Commands, Subscribe, Subscribed};
 use crate::domain::{
     echo, now_ms, parse_country, parse_instant, rfc3339, Currency, DeviceId, Email, IdempotencyKey,
@@ -35,6 +37,7 @@ pub struct PlatformState {
     pub cache: Arc<dyn cache::Cache>,
     pub recommendations: Arc<RecommendationService>,
     pub fraud: Arc<crate::fraud::FraudRings>,
+    pub catalog: crate::catalog::Catalog,
     pub profile_ttl: std::time::Duration,
 }
 
@@ -50,7 +53,16 @@ pub fn router(state: PlatformState) -> Router {
             get(get_recommendations),
         )
         .route("/v1/users/{user_id}/risk", get(get_risk))
+        .route("/v1/titles", post(catalog::create_title))
+        .route(
+            "/v1/titles/{title_id}",
+            get(catalog::get_title)
+                .put(catalog::replace_title)
+                .delete(catalog::delete_title),
+        )
         .route("/v1/titles/{title_id}/similar", get(get_similar))
+        .route("/v1/search", get(catalog::search))
+        .route("/v1/search/reindex", post(catalog::reindex))
         .route("/v1/fraud/rings", get(list_rings))
         .route("/v1/plans", post(create_plan).get(list_plans))
         .route("/v1/subscriptions", post(subscribe))

@@ -11,8 +11,12 @@ use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
-use super::{ReadModel, ReadModelError, Recommendation, RecommendationList, UserProfile};
+use super::{
+    title_entry, title_row, ReadModel, ReadModelError, Recommendation, RecommendationList,
+    UserProfile,
+};
 use crate::domain::UserId;
+use crate::store::catalog::{CatalogEntry, TitleEvent};
 
 /// Where the read models live.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ struct Statements {
     select_popular: PreparedStatement,
     insert_recommendations: PreparedStatement,
     select_recommendations: PreparedStatement,
+    insert_title: PreparedStatement,
+    select_title: PreparedStatement,
 }
 
 pub struct CassandraReadModel {
@@ -100,6 +106,10 @@ impl CassandraReadModel {
             format!(
                 "CREATE TABLE IF NOT EXISTS {keyspace}.recommendations (user_id bigint PRIMARY KEY, \
                  items text)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.titles (id bigint PRIMARY KEY, version bigint, \
+                 deleted boolean, body text, updated_at bigint)"
             ),
         ];
         for cql in ddl {
@@ -174,6 +184,17 @@ impl CassandraReadModel {
                 "SELECT items FROM {keyspace}.recommendations WHERE user_id = ?"
             ))
             .await?,
+            // The version is the write timestamp: a newer version wins every cell, an older one
+            // (a replay, a reorder) loses, with no read before the write.
+            insert_title: prepare(format!(
+                "INSERT INTO {keyspace}.titles (id, version, deleted, body, updated_at) \
+                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            select_title: prepare(format!(
+                "SELECT id, version, deleted, body, updated_at FROM {keyspace}.titles WHERE id = ?"
+            ))
+            .await?,
         };
         // Writes that may be retried safely (the counter is the exception).
         for statement in [
@@ -181,6 +202,7 @@ impl CassandraReadModel {
             &mut statements.insert_watched,
             &mut statements.insert_viewer,
             &mut statements.insert_recommendations,
+            &mut statements.insert_title,
         ] {
             statement.set_is_idempotent(true);
         }
@@ -431,5 +453,44 @@ impl ReadModel for CassandraReadModel {
             return Ok(None);
         };
         RecommendationList::decode(&items).map(Some)
+    }
+
+    /// Counts every event as applied: the write timestamp decides, without a read.
+    async fn apply_titles(&self, events: &[TitleEvent]) -> Result<u64, ReadModelError> {
+        for event in events {
+            let (id, version, deleted, body, updated_at) = title_row(event)?;
+            self.session
+                .execute_unpaged(
+                    &self.statements.insert_title,
+                    (id, version, deleted, body, updated_at, version),
+                )
+                .await
+                .map_err(|error| cassandra("write title")(error.to_string()))?;
+        }
+        Ok(events.len() as u64)
+    }
+
+    async fn title(&self, id: u64) -> Result<Option<CatalogEntry>, ReadModelError> {
+        let context = "read title";
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_title, (id as i64,))
+            .await
+            .map_err(|error| cassandra(context)(error.to_string()))?;
+        let row = result
+            .into_rows_result()
+            .map_err(|error| cassandra(context)(error.to_string()))?
+            .maybe_first_row::<(i64, Option<i64>, Option<bool>, Option<String>, Option<i64>)>()
+            .map_err(|error| cassandra(context)(error.to_string()))?;
+        match row {
+            Some((id, Some(version), deleted, body, updated_at)) => title_entry(
+                id,
+                version,
+                deleted.unwrap_or(false),
+                body.as_deref().unwrap_or(""),
+                updated_at.unwrap_or(0),
+            ),
+            _ => Ok(None),
+        }
     }
 }

@@ -9,8 +9,12 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{ReadModel, ReadModelError, Recommendation, RecommendationList, UserProfile};
+use super::{
+    title_entry, title_row, ReadModel, ReadModelError, Recommendation, RecommendationList,
+    UserProfile,
+};
 use crate::domain::UserId;
+use crate::store::catalog::{CatalogEntry, TitleEvent};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS user_profile (
@@ -20,6 +24,9 @@ CREATE TABLE IF NOT EXISTS watched (
 CREATE INDEX IF NOT EXISTS viewers ON watched (content_id, user_id);
 CREATE TABLE IF NOT EXISTS popularity (content_id INTEGER PRIMARY KEY, views INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recommendations (user_id INTEGER PRIMARY KEY, items TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS titles (
+    id INTEGER PRIMARY KEY, version INTEGER NOT NULL, deleted BOOLEAN NOT NULL, body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL);
 ";
 
 fn local(context: &'static str) -> impl FnOnce(sqlx::Error) -> ReadModelError {
@@ -199,5 +206,46 @@ impl ReadModel for LocalReadModel {
         let Some(row) = row else { return Ok(None) };
         let items: String = row.try_get("items").map_err(local("items"))?;
         RecommendationList::decode(&items).map(Some)
+    }
+
+    async fn apply_titles(&self, events: &[TitleEvent]) -> Result<u64, ReadModelError> {
+        let mut tx = self.pool.begin().await.map_err(local("begin"))?;
+        let mut applied = 0;
+        for event in events {
+            let (id, version, deleted, body, updated_at) = title_row(event)?;
+            applied += sqlx::query(
+                "INSERT INTO titles (id, version, deleted, body, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, \
+                 body = excluded.body, updated_at = excluded.updated_at \
+                 WHERE excluded.version > titles.version",
+            )
+            .bind(id)
+            .bind(version)
+            .bind(deleted)
+            .bind(body)
+            .bind(updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(local("apply title"))?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(local("commit titles"))?;
+        Ok(applied)
+    }
+
+    async fn title(&self, id: u64) -> Result<Option<CatalogEntry>, ReadModelError> {
+        let row: Option<(i64, i64, bool, String, i64)> = sqlx::query_as(
+            "SELECT id, version, deleted, body, updated_at FROM titles WHERE id = $1",
+        )
+        .bind(i64_of(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(local("read title"))?;
+        match row {
+            Some((id, version, deleted, body, updated_at)) => {
+                title_entry(id, version, deleted, &body, updated_at)
+            }
+            None => Ok(None),
+        }
     }
 }

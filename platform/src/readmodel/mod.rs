@@ -92,6 +92,10 @@ impl RecommendationList {
     }
 }
 
+use search::TitleChange;
+
+use crate::store::catalog::{CatalogEntry, TitleEvent};
+
 #[async_trait]
 pub trait ReadModel: Send + Sync + 'static {
     /// Stores `profile` unless a profile of the same or a newer version is there; says whether
@@ -121,4 +125,50 @@ pub trait ReadModel: Send + Sync + 'static {
         &self,
         user: u64,
     ) -> Result<Option<RecommendationList>, ReadModelError>;
+
+    /// Applies catalog events in order, each only if newer than the title's stored version
+    /// (a delete keeps a tombstone); returns how many changed something.
+    async fn apply_titles(&self, events: &[TitleEvent]) -> Result<u64, ReadModelError>;
+    /// The live title with this id (`None`: unknown or deleted).
+    async fn title(&self, id: u64) -> Result<Option<CatalogEntry>, ReadModelError>;
+}
+
+/// What a catalog event writes: (id, version, deleted, body, updated_at); a delete keeps no
+/// body (its tombstone only has to win over older versions).
+pub(crate) fn title_row(
+    event: &TitleEvent,
+) -> Result<(i64, i64, bool, String, i64), ReadModelError> {
+    let (id, version, body) = match &event.change {
+        TitleChange::Upsert { title, version } => (
+            title.id,
+            *version,
+            serde_json::to_string(title)
+                .map_err(|error| ReadModelError::Corrupt(error.to_string()))?,
+        ),
+        TitleChange::Delete { id, version } => (*id, *version, String::new()),
+    };
+    let deleted = matches!(event.change, TitleChange::Delete { .. });
+    Ok((id as i64, version as i64, deleted, body, event.created_at))
+}
+
+/// A stored title row back as an entry (`None` for a tombstone).
+pub(crate) fn title_entry(
+    id: i64,
+    version: i64,
+    deleted: bool,
+    body: &str,
+    updated_at: i64,
+) -> Result<Option<CatalogEntry>, ReadModelError> {
+    if deleted {
+        return Ok(None);
+    }
+    let mut title: search::Title = serde_json::from_str(body)
+        .map_err(|error| ReadModelError::Corrupt(format!("title {id}: {error}")))?;
+    title.id = id as u64;
+    Ok(Some(CatalogEntry {
+        title,
+        version: version as u64,
+        deleted: false,
+        updated_at,
+    }))
 }

@@ -3,6 +3,7 @@
 //! embedded default ([`SqliteStore`]); both run the same SQL ([`common`]) except for their DDL and
 //! the way the outbox is claimed. See `store.md` for the invariants.
 
+pub mod catalog;
 mod common;
 mod postgres;
 mod sqlite;
@@ -209,8 +210,9 @@ pub trait OutboxBatch: Send {
     async fn mark_published(self: Box<Self>, now: Millis) -> Result<(), StoreError>;
 }
 
+/// The catalog's methods ([`catalog::CatalogStore`]) come with every command store.
 #[async_trait]
-pub trait CommandStore: Send + Sync + 'static {
+pub trait CommandStore: catalog::CatalogStore + Send + Sync + 'static {
     /// Creates a user and its `UserCreated` outbox event in one transaction.
     async fn create_user(&self, user: &NewUser, now: Millis) -> Result<User, StoreError>;
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use super::catalog::catalog_store;
 use super::common::{
     command_store, duplicate_subscriptions, outbox_from, Backend, DUPLICATE_ACTIVE_SUBSCRIPTIONS,
     ONE_ACTIVE_SUBSCRIPTION_PER_PLAN, OUTBOX_COLUMNS,
@@ -113,6 +114,10 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database("create postgres schema"))?;
+        sqlx::raw_sql(&super::catalog::schema("BIGSERIAL PRIMARY KEY"))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database("create postgres catalog schema"))?;
         if let Some(row) = sqlx::query(DUPLICATE_ACTIVE_SUBSCRIPTIONS)
             .fetch_optional(&mut *tx)
             .await
@@ -167,6 +172,7 @@ impl PostgresStore {
 }
 
 command_store!(PostgresStore);
+catalog_store!(PostgresStore, "SELECT pg_advisory_xact_lock(7215001)");
 
 struct PostgresBatch {
     events: Vec<OutboxEvent>,

@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::catalog::catalog_store;
 use super::common::{
     command_store, duplicate_subscriptions, outbox_from, Backend, DUPLICATE_ACTIVE_SUBSCRIPTIONS,
     ONE_ACTIVE_SUBSCRIPTION_PER_PLAN, OUTBOX_COLUMNS,
@@ -120,6 +121,10 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .map_err(StoreError::database("create sqlite schema"))?;
+        sqlx::raw_sql(&super::catalog::schema("INTEGER PRIMARY KEY AUTOINCREMENT"))
+            .execute(&pool)
+            .await
+            .map_err(StoreError::database("create sqlite catalog schema"))?;
         if let Some(row) = sqlx::query(DUPLICATE_ACTIVE_SUBSCRIPTIONS)
             .fetch_optional(&pool)
             .await
@@ -167,6 +172,7 @@ impl SqliteStore {
 }
 
 command_store!(SqliteStore);
+catalog_store!(SqliteStore, "SELECT 1");
 
 struct SqliteBatch {
     events: Vec<OutboxEvent>,

@@ -13,6 +13,7 @@ use platform::readmodel::{
     CassandraReadModel, CassandraReadModelConfig, LocalReadModel, ReadModel,
 };
 use platform::store::{CommandStore, PostgresStore, SqliteStore};
+use search::{OpenSearchIndex, OpenSearchOptions, SearchIndex, TantivyIndex};
 use tokio::sync::Notify;
 
 /// Runs a test body against both backends: `on_the_embedded_default` and `on_the_real_engines`.
@@ -40,6 +41,7 @@ pub struct Backend {
     pub store: Arc<dyn CommandStore>,
     pub read_model: Arc<dyn ReadModel>,
     pub graph: Arc<dyn GraphStore>,
+    pub search: Arc<dyn SearchIndex>,
     pub cache: Arc<dyn Cache>,
     pub gateway: Arc<SimulatedGateway>,
     pub settings: PlatformSettings,
@@ -95,6 +97,16 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
             ring_min_shared: 2,
             ring_max_accounts: 10,
         },
+        search: SearchSettings {
+            kind: SearchKind::Tantivy,
+            path: "".into(),
+            opensearch_url: String::new(),
+            alias: "pptest".into(),
+            request_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(20),
+            batch_size: 100,
+            popularity_interval: Duration::from_millis(50),
+        },
         data_dir: dir.to_owned(),
         cassandra: CassandraConnection {
             nodes: vec![],
@@ -127,7 +139,37 @@ async fn drop_stale_databases(admin: &sqlx::PgPool) {
     }
 }
 
+/// Drops the search indices earlier runs left behind (a shard each: a node holds 1,000).
+async fn drop_stale_indices(url: &str) {
+    let Ok(response) = reqwest::get(format!("{url}/_cat/indices/pptest_*?h=index")).await else {
+        return;
+    };
+    let Ok(listing) = response.text().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    for index in listing.split_whitespace() {
+        let alias = index.rsplit_once('-').map_or(index, |(alias, _)| alias);
+        if testkit::is_stale("pptest", alias) {
+            let _ = client.delete(format!("{url}/{index}")).send().await;
+        }
+    }
+}
+
 impl Backend {
+    /// The platform on this backend's parts, its background tasks started.
+    pub fn platform(&self) -> platform::Platform {
+        platform::Platform::assemble(
+            &self.settings,
+            self.store.clone(),
+            self.read_model.clone(),
+            self.graph.clone(),
+            self.search.clone(),
+            self.cache.clone(),
+            self.gateway.clone(),
+        )
+    }
+
     pub async fn embedded() -> Backend {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(dir.path());
@@ -140,6 +182,7 @@ impl Backend {
                     .unwrap(),
             ),
             graph: Arc::new(MemoryGraph::new()),
+            search: Arc::new(TantivyIndex::in_memory().unwrap()),
             cache: Arc::new(MemoryCache::new()),
             gateway: Arc::new(SimulatedGateway::new()),
             settings,
@@ -233,11 +276,37 @@ impl Backend {
                 Arc::new(MemoryGraph::new())
             }
         };
+        // OpenSearch under an alias of this test's own; tantivy where no OpenSearch is at hand.
+        let search: Arc<dyn SearchIndex> = match std::env::var("PLAYPULSE_TEST_OPENSEARCH")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+        {
+            Some(url) => {
+                drop_stale_indices(&url).await;
+                settings.search.kind = SearchKind::Opensearch;
+                settings.search.opensearch_url = url.clone();
+                settings.search.alias = testkit::unique_name("pptest");
+                Arc::new(
+                    OpenSearchIndex::connect(OpenSearchOptions {
+                        url,
+                        alias: settings.search.alias.clone(),
+                        request_timeout: Duration::from_secs(10),
+                    })
+                    .await
+                    .expect("OpenSearch answers"),
+                )
+            }
+            None => {
+                eprintln!("PLAYPULSE_TEST_OPENSEARCH is unset: the in-process index");
+                Arc::new(TantivyIndex::in_memory().unwrap())
+            }
+        };
         Some(Backend {
             name: "engines",
             store: Arc::new(store),
             read_model,
             graph,
+            search,
             cache: Arc::new(cache),
             gateway: Arc::new(SimulatedGateway::new()),
             settings,
@@ -353,6 +422,71 @@ where
         }
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy in front of an engine, to take it "down" (connections refused and cut) and
+/// bring it back without touching the engine itself.
+pub struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped at each stop: connections from before it end.
+    epoch: Arc<tokio::sync::watch::Sender<u64>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// In front of `url`'s `host:port` (`http://host:port`).
+    pub async fn start(url: &str) -> Proxy {
+        let target = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let epoch = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let accept = {
+            let (up, epoch) = (up.clone(), epoch.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(std::sync::atomic::Ordering::Acquire) {
+                        continue;
+                    }
+                    let target = target.clone();
+                    let mut stopped = epoch.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = stopped.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Proxy {
+            addr,
+            up,
+            epoch,
+            _accept: accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// New connections are closed at once and open ones are cut.
+    pub fn stop(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Release);
+        self.epoch.send_modify(|epoch| *epoch += 1);
+    }
+
+    pub fn resume(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -15,22 +15,15 @@ both_backends!(
     a_second_subscription_to_the_same_plan_is_a_409_without_a_charge,
 );
 
-struct Server {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    _platform: platform::Platform,
+pub(crate) struct Server {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub platform: platform::Platform,
 }
 
 impl Server {
-    async fn start(backend: &Backend) -> Server {
-        let platform = platform::Platform::assemble(
-            &backend.settings,
-            backend.store.clone(),
-            backend.read_model.clone(),
-            backend.graph.clone(),
-            backend.cache.clone(),
-            backend.gateway.clone(),
-        );
+    pub async fn start(backend: &Backend) -> Server {
+        let platform = backend.platform();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = platform.router();
@@ -38,8 +31,26 @@ impl Server {
         Server {
             addr,
             client: reqwest::Client::new(),
-            _platform: platform,
+            platform,
         }
+    }
+
+    /// Any method, with a JSON body or none; the status and the JSON answer.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("http://{}{path}", self.addr));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod catalog;
 mod commands;
 mod http;
 mod keys;

@@ -144,6 +144,18 @@ impl ReadModel for InvalidatesAfterWrite {
     async fn viewers_of(&self, content: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
         self.inner.viewers_of(content, limit).await
     }
+    async fn apply_titles(
+        &self,
+        events: &[platform::store::catalog::TitleEvent],
+    ) -> Result<u64, ReadModelError> {
+        self.inner.apply_titles(events).await
+    }
+    async fn title(
+        &self,
+        id: u64,
+    ) -> Result<Option<platform::store::catalog::CatalogEntry>, ReadModelError> {
+        self.inner.title(id).await
+    }
     async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError> {
         self.inner.popular(limit).await
     }
@@ -214,14 +226,7 @@ async fn the_cache_is_invalidated_after_commit_and_after_the_read_model_update(b
 }
 
 async fn the_profile_read_model_converges_on_subscribe_and_cancel(backend: Backend) {
-    let platform = platform::Platform::assemble(
-        &backend.settings,
-        backend.store.clone(),
-        backend.read_model.clone(),
-        backend.graph.clone(),
-        backend.cache.clone(),
-        backend.gateway.clone(),
-    );
+    let platform = backend.platform();
     let commands = platform.state.commands.clone();
     let (user, plan) = (
         user(&commands).await,

@@ -394,6 +394,18 @@ impl ReadModel for Counting {
     async fn viewers_of(&self, content: u64, limit: i64) -> Result<Vec<u64>, ReadModelError> {
         self.inner.viewers_of(content, limit).await
     }
+    async fn apply_titles(
+        &self,
+        events: &[platform::store::catalog::TitleEvent],
+    ) -> Result<u64, ReadModelError> {
+        self.inner.apply_titles(events).await
+    }
+    async fn title(
+        &self,
+        id: u64,
+    ) -> Result<Option<platform::store::catalog::CatalogEntry>, ReadModelError> {
+        self.inner.title(id).await
+    }
     async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, ReadModelError> {
         self.inner.popular(limit).await
     }

@@ -12,7 +12,7 @@ pub enum Required {
 }
 
 /// `ingest` may only post events; `read` reads history, profiles, subscriptions,
-/// recommendations, similar titles, plans and metrics; everything else (commands, payments,
+/// recommendations, similar titles, titles, search, plans and metrics; everything else (commands, payments,
 /// reports, fraud rings and risk, playback sessions, and routes that do not exist) needs `admin`.
 pub fn required(method: &Method, path: &str) -> Required {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -26,7 +26,10 @@ pub fn required(method: &Method, path: &str) -> Required {
             &Method::GET | &Method::HEAD,
             ["v1", "users", _, "history" | "recommendations" | "subscriptions"],
         ) => read,
-        (&Method::GET | &Method::HEAD, ["v1", "titles", _, "similar"]) => read,
+        (&Method::GET | &Method::HEAD, ["v1", "titles", _, "similar"] | ["v1", "titles", _]) => {
+            read
+        }
+        (&Method::GET | &Method::HEAD, ["v1", "search"]) => read,
         _ => Required::Role(Role::Admin),
     }
 }
