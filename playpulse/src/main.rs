@@ -46,6 +46,17 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// The catalog's search index.
+    Search {
+        #[command(subcommand)]
+        action: SearchAction,
+        /// A configuration profile (TOML), layered over config/default.toml.
+        #[arg(long, env = "PLAYPULSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Directory of the embedded store [default: ./data].
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// The Cassandra schema (event-cql/schema.cql) for the settings' keyspace, replication and
     /// retention.
     Schema {
@@ -77,6 +88,21 @@ enum KeysAction {
 }
 
 #[derive(Subcommand)]
+enum SearchAction {
+    /// Rebuild the index from the command store into a new generation, then switch the alias
+    /// to it; searches keep answering from the old one meanwhile.
+    Reindex {
+        /// Ask the running server at this URL to do it (needed for the embedded index, which
+        /// the server holds open) instead of doing it in this process.
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin API key for `--url` (when the server has auth.enabled).
+        #[arg(long, env = "PLAYPULSE_API_KEY")]
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum SchemaAction {
     /// Create the keyspace and tables where missing (IF NOT EXISTS: safe to run again).
     Apply {
@@ -96,6 +122,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Schema { action } => schema(action),
+        Command::Search {
+            action: SearchAction::Reindex { url, key },
+            config,
+            data_dir,
+        } => reindex(url, key, config, data_dir),
         Command::Keys {
             action,
             config,
@@ -201,6 +232,66 @@ fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) 
                 }
             }
         }
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("playpulse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `playpulse search reindex`: in this process, or through the running server with `--url`.
+fn reindex(
+    url: Option<String>,
+    key: Option<String>,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> ExitCode {
+    let overrides = Overrides {
+        listen: None,
+        data_dir,
+    };
+    let settings = match load_settings(config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let runtime = match runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let report = match url {
+            Some(url) => {
+                let mut request = reqwest::Client::new()
+                    .post(format!("{}/v1/search/reindex", url.trim_end_matches('/')));
+                if let Some(key) = key {
+                    request = request.bearer_auth(key);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|error| anyhow::anyhow!("cannot reach {url}: {error}"))?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if !status.is_success() {
+                    anyhow::bail!("the server answered {status}: {body}");
+                }
+                body
+            }
+            None => {
+                let platform_settings = settings.platform();
+                let store = platform::open_store(&platform_settings).await?;
+                let index = platform::open_search(&platform_settings).map_err(|error| {
+                    anyhow::anyhow!("{error}; to rebuild through a running server, pass --url")
+                })?;
+                let report = platform::catalog::reindex::reindex(&store, &index).await?;
+                serde_json::to_value(report)?
+            }
+        };
+        println!("{report}");
         anyhow::Ok(())
     });
     match result {

@@ -118,6 +118,21 @@ impl Degradable for GraphReadiness {
     }
 }
 
+/// Search down: search answers 503, everything else goes on (titles' changes wait in the
+/// catalog's outbox).
+struct SearchReadiness(Arc<dyn search::SearchIndex>);
+
+#[async_trait::async_trait]
+impl Degradable for SearchReadiness {
+    fn name(&self) -> &'static str {
+        "search"
+    }
+
+    async fn ready(&self) -> bool {
+        self.0.ready().await
+    }
+}
+
 /// The running service: handlers' state, the batchers, the side paths and the platform.
 pub struct Service {
     /// What every ingest handler reaches; clone it to drive the handlers in process.
@@ -164,9 +179,13 @@ impl Service {
         let degradable: Vec<Arc<dyn Degradable>> = platform
             .as_ref()
             .map(|platform| {
-                Arc::new(GraphReadiness(platform.graph().clone())) as Arc<dyn Degradable>
+                [
+                    Arc::new(GraphReadiness(platform.graph().clone())) as Arc<dyn Degradable>,
+                    Arc::new(SearchReadiness(platform.catalog().index().clone())),
+                ]
             })
             .into_iter()
+            .flatten()
             .collect();
         let mut side_paths = SidePaths::start(
             &settings.invalidation,

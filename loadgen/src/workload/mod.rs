@@ -6,6 +6,7 @@
 //! a share of the audience and takes its events in simulated-time order ([`Audience`]); how
 //! simulated time maps onto the wall clock is [`clock`]'s business.
 
+pub mod catalog;
 pub mod clock;
 pub mod devices;
 pub mod rng;
