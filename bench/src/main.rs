@@ -12,6 +12,7 @@ mod invalidation;
 mod latte;
 mod pipeline;
 mod recommendations;
+mod search;
 mod report;
 mod server;
 
@@ -64,6 +65,12 @@ enum Scenario {
     /// >= 2x popular and above co-watch; served p99 <= 5 ms; freshness p99 <= 5 s; precision
     /// >= 0.95, recall >= 0.9; cost <= 5%). `--neo4j 127.0.0.1:7687` runs the graph on Neo4j.
     Recommendations(recommendations::Args),
+    /// Catalog search on tantivy and OpenSearch, same titles and queries, one run: indexing
+    /// rate, CPU per title and size; as-you-type and full-text-with-facets latency under
+    /// `--clients` typing clients; saturation; command to searchable (targets: prefix p95 <= 50
+    /// ms and p99 <= 100 ms; full text p95 <= 100 ms; searchable p99 <= 2 s). Needs
+    /// `engines/up opensearch` unless `--engines tantivy`.
+    Search(search::Args),
 }
 
 /// Options every scenario shares.
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
             Scenario::Http(args) => http::run(args).await,
             Scenario::Invalidation(args) => invalidation::run(args).await,
             Scenario::Recommendations(args) => recommendations::run(args).await,
+            Scenario::Search(args) => search::run(args).await,
         }
     });
     match outcome {
