@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test, against the real engines (PostgreSQL, Cassandra, Redis, Neo4j). Starts what the tests
+# Every test, against the real engines (PostgreSQL, Cassandra, Redis, Neo4j, OpenSearch). Starts what the tests
 # need (engines/up: installs and caches them on first use), runs format, lint and
 # unused-dependency checks and the whole test suite, then stops the engines it started. A
 # second run on the same machine reuses ~/.m2, ~/.cargo and target/.
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export ENGINES_DIR="${ENGINES_DIR:-$PWD/.engines}"
-engines=(postgres cassandra redis neo4j)
+engines=(postgres cassandra redis neo4j opensearch)
 
 # Stop only what this run started: a developer's running stack stays up.
 started=()
@@ -28,6 +28,7 @@ export PLAYPULSE_TEST_CASSANDRA="127.0.0.1:${CASSANDRA_PORT:-9042}"
 export PLAYPULSE_TEST_REDIS="redis://127.0.0.1:${REDIS_PORT:-6379}"
 export PLAYPULSE_TEST_POSTGRES="postgres://postgres@127.0.0.1:${PG_PORT:-5432}/playpulse"
 export PLAYPULSE_TEST_NEO4J="127.0.0.1:${NEO4J_BOLT_PORT:-7687}"
+export PLAYPULSE_TEST_OPENSEARCH="http://127.0.0.1:${OPENSEARCH_PORT:-9200}"
 # The tests log little unless asked.
 export RUST_LOG="${RUST_LOG:-warn}"
 
