@@ -12,8 +12,8 @@ mod invalidation;
 mod latte;
 mod pipeline;
 mod recommendations;
-mod search;
 mod report;
+mod search;
 mod server;
 
 use std::path::PathBuf;

@@ -107,7 +107,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     for engine in &args.engines {
         let work = tempfile::tempdir()?;
         let (index, server_stat): (Arc<dyn SearchIndex>, Option<String>) = match engine.as_str() {
-            "tantivy" => (Arc::new(TantivyIndex::open(&work.path().join("index"))?), None),
+            "tantivy" => (
+                Arc::new(TantivyIndex::open(&work.path().join("index"))?),
+                None,
+            ),
             "opensearch" => {
                 let index = OpenSearchIndex::connect(OpenSearchOptions {
                     url: args.opensearch.clone(),
@@ -127,9 +130,16 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             other => anyhow::bail!("--engines: `{other}` is neither tantivy nor opensearch"),
         };
-        let figures = measure(&args, &catalog, &zipf, &index, server_stat.as_deref(), work.path())
-            .await
-            .with_context(|| format!("{engine}"))?;
+        let figures = measure(
+            &args,
+            &catalog,
+            &zipf,
+            &index,
+            server_stat.as_deref(),
+            work.path(),
+        )
+        .await
+        .with_context(|| format!("{engine}"))?;
         met &= figures.met;
         eprintln!("search: {engine}: {}", figures.summary);
         engines.push(json!({ "engine": engine, "figures": figures.json }));
@@ -245,14 +255,22 @@ async fn measure(
         writing += started.elapsed();
         rank = end;
         if rank % 100_000 == 0 {
-            eprintln!("search: indexed {rank} titles ({:.0}/s)", rank as f64 / writing.as_secs_f64());
+            eprintln!(
+                "search: indexed {rank} titles ({:.0}/s)",
+                rank as f64 / writing.as_secs_f64()
+            );
         }
     }
     index.refresh().await?;
     let (index_cpu_own, index_cpu_server) = cpu.per(server_stat, catalog.len() as u64);
     let indexing_rate = catalog.len() as f64 / writing.as_secs_f64().max(1e-9);
     let popular: Vec<(u64, f32)> = (0..args.popular.min(catalog.len()))
-        .map(|rank| (ZipfCatalog::content_id(rank), (catalog.popularity(rank) * 1e6) as f32))
+        .map(|rank| {
+            (
+                ZipfCatalog::content_id(rank),
+                (catalog.popularity(rank) * 1e6) as f32,
+            )
+        })
         .collect();
     for chunk in popular.chunks(5_000) {
         index.set_popularity(chunk).await?;
@@ -362,7 +380,9 @@ fn full_text_query(title: &Title, rng: &mut Rng) -> String {
         .flat_map(|text| search::query::words(&mut analyzer, text))
         .filter(|word| word.len() > 3)
         .collect();
-    let word = |rng: &mut Rng| pool[rng.below(pool.len().max(1) as u64) as usize % pool.len().max(1)].clone();
+    let word = |rng: &mut Rng| {
+        pool[rng.below(pool.len().max(1) as u64) as usize % pool.len().max(1)].clone()
+    };
     if pool.is_empty() {
         return format!("{} ", title.title);
     }
@@ -398,8 +418,12 @@ async fn queries(
     let today = platform::domain::today();
     let mut clients = Vec::new();
     for client in 0..args.clients {
-        let (catalog, zipf, index, matches) =
-            (catalog.clone(), zipf.clone(), index.clone(), matches.clone());
+        let (catalog, zipf, index, matches) = (
+            catalog.clone(),
+            zipf.clone(),
+            index.clone(),
+            matches.clone(),
+        );
         let seed = args.seed ^ ((phase as u64 + 1) << 40);
         clients.push(tokio::spawn(async move {
             let mut rng = Rng::for_stream(seed, client as u64);
@@ -416,7 +440,10 @@ async fn queries(
                         let chars: Vec<char> = title.title.chars().collect();
                         (1..=chars.len().min(TYPED_CHARS))
                             .map(|end| {
-                                (chars[..end].iter().collect(), end == chars.len().min(TYPED_CHARS))
+                                (
+                                    chars[..end].iter().collect(),
+                                    end == chars.len().min(TYPED_CHARS),
+                                )
                             })
                             .collect()
                     }
@@ -448,7 +475,8 @@ async fn queries(
                             matches.fetch_add(answer.total, Ordering::Relaxed);
                             if last {
                                 typed += 1;
-                                found += u64::from(answer.hits.iter().any(|hit| hit.id == title.id));
+                                found +=
+                                    u64::from(answer.hits.iter().any(|hit| hit.id == title.id));
                             }
                         }
                         Err(_) => errors += 1,
@@ -507,9 +535,8 @@ async fn freshness(
 ) -> anyhow::Result<Histogram<u64>> {
     let store: Arc<dyn platform::store::CommandStore> =
         Arc::new(platform::store::SqliteStore::open(&work.join("commands.sqlite")).await?);
-    let read_model: Arc<dyn platform::readmodel::ReadModel> = Arc::new(
-        platform::readmodel::LocalReadModel::open(&work.join("read_model.sqlite")).await?,
-    );
+    let read_model: Arc<dyn platform::readmodel::ReadModel> =
+        Arc::new(platform::readmodel::LocalReadModel::open(&work.join("read_model.sqlite")).await?);
     let catalog = Catalog::new(store.clone(), read_model, index.clone());
     let feed = Arc::new(CatalogFeed::new(
         store,
@@ -549,7 +576,10 @@ async fn freshness(
                         return anyhow::Ok(started.elapsed());
                     }
                 }
-                anyhow::ensure!(Instant::now() < deadline, "title {id} not searchable after 30 s");
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "title {id} not searchable after 30 s"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }));

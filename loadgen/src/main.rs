@@ -48,6 +48,30 @@ enum Command {
     /// Write request bodies of the same audience to files, for a cheap outside generator
     /// (`bench/wrk/`): the events loadgen posts, without loadgen's cost per event.
     Bodies(BodiesArgs),
+    /// The synthetic catalog of the same audience's titles (deterministic by `--seed`): posted
+    /// to `POST /v1/titles` of `--target`, or written as one JSON body per line to `--out`.
+    Catalog(CatalogArgs),
+}
+
+#[derive(Args)]
+struct CatalogArgs {
+    /// The service to post the titles to (needs an admin key when auth is on).
+    #[arg(long, value_name = "URL", required_unless_present = "out")]
+    target: Option<String>,
+    /// A file to write the bodies to, one per line, instead.
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    out: Option<PathBuf>,
+    /// An admin API key, sent as `Authorization: Bearer KEY`.
+    #[arg(long, env = "PLAYPULSE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Titles to write, the most watched first (at most the catalog's size).
+    #[arg(long)]
+    titles: Option<usize>,
+    #[command(flatten)]
+    audience: AudienceArgs,
 }
 
 #[derive(Args)]
@@ -324,6 +348,7 @@ fn main() -> ExitCode {
         Command::Cassandra(args) => run_cassandra(*args),
         Command::Verify(args) => run_verify(args),
         Command::Bodies(args) => run_bodies(args),
+        Command::Catalog(args) => run_catalog(args),
         Command::Plan(args) => {
             let plan_matches = matches
                 .subcommand_matches("plan")
@@ -343,6 +368,62 @@ fn main() -> ExitCode {
 
 /// Writes the audience's first `count x batch` events as bodies: their simulated time laid out
 /// to end now, `sent_at` now (the server takes bodies reposted later, their events just older).
+/// `loadgen catalog`: the synthetic catalog, posted or written.
+fn run_catalog(args: CatalogArgs) -> anyhow::Result<bool> {
+    use loadgen::workload::catalog::{api_body, SyntheticCatalog};
+    let workload = args.audience.workload(1)?;
+    let catalog = Arc::new(SyntheticCatalog::new(workload.seed, workload.catalog()?));
+    let count = args.titles.unwrap_or(catalog.len()).min(catalog.len());
+    if let Some(out) = &args.out {
+        use std::io::Write;
+        let file = std::fs::File::create(out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        let mut file = std::io::BufWriter::new(file);
+        for rank in 0..count {
+            writeln!(file, "{}", api_body(&catalog.title(rank)))?;
+        }
+        file.flush()?;
+        eprintln!("loadgen: {count} titles written to {}", out.display());
+        return Ok(true);
+    }
+    let target = args.target.unwrap_or_default();
+    let url = format!("{}/v1/titles", target.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (posted, failed) = runtime.block_on(async {
+        use futures::stream::{self, StreamExt};
+        let client = reqwest::Client::new();
+        let results: Vec<bool> = stream::iter(0..count)
+            .map(|rank| {
+                let (client, url, catalog, key) = (
+                    client.clone(),
+                    url.clone(),
+                    catalog.clone(),
+                    args.api_key.clone(),
+                );
+                async move {
+                    let mut request = client.post(&url).json(&api_body(&catalog.title(rank)));
+                    if let Some(key) = key {
+                        request = request.bearer_auth(key);
+                    }
+                    match request.send().await {
+                        // 409: the title is there already (a second run).
+                        Ok(response) => response.status().is_success() || response.status() == 409,
+                        Err(_) => false,
+                    }
+                }
+            })
+            .buffer_unordered(args.concurrency.max(1))
+            .collect()
+            .await;
+        let posted = results.iter().filter(|ok| **ok).count();
+        (posted, results.len() - posted)
+    });
+    eprintln!("loadgen: {posted} titles posted to {url}, {failed} failed");
+    Ok(failed == 0)
+}
+
 fn run_bodies(args: BodiesArgs) -> anyhow::Result<bool> {
     if args.count == 0 || args.batch == 0 || args.batch > loadgen::settings::MAX_BATCH {
         anyhow::bail!(

@@ -2,6 +2,8 @@
 //! the query matched with: [`query::matches`]) wrapped in `<em>`, the rest HTML-escaped.
 //! OpenSearch highlights with its own highlighter, configured to the same tags and escaping.
 
+use tantivy::tokenizer::TextAnalyzer;
+
 use crate::query::{self, QueryWord};
 
 /// Characters of synopsis a highlight shows around its first match.
@@ -9,13 +11,18 @@ pub(crate) const FRAGMENT_CHARS: usize = 150;
 /// Characters shown before the first match when the fragment does not start the text.
 const LEAD_CHARS: usize = 40;
 
-/// `text` with its matching words marked; `fragment`: only about [`FRAGMENT_CHARS`] around the
-/// first match. None when no word matches.
-pub(crate) fn highlight(text: &str, words: &[QueryWord], fragment: bool) -> Option<String> {
+/// `text` with its matching words marked, as `analyzer` reads it (a synopsis drops its stop
+/// words); `fragment`: only about [`FRAGMENT_CHARS`] around the first match. None when no word
+/// matches.
+pub(crate) fn highlight(
+    text: &str,
+    mut analyzer: TextAnalyzer,
+    words: &[QueryWord],
+    fragment: bool,
+) -> Option<String> {
     if words.is_empty() {
         return None;
     }
-    let mut analyzer = query::analyzer();
     let mut stream = analyzer.token_stream(text);
     let mut spans = Vec::new();
     while let Some(token) = stream.next() {
@@ -79,16 +86,28 @@ mod tests {
     #[test]
     fn marks_exact_fuzzy_and_prefix_words_and_escapes_the_rest() {
         let query = ParsedQuery::parse("godfahter par").unwrap();
-        let marked = highlight("The Godfather <Part> II", &query.words, false).unwrap();
+        let marked = highlight(
+            "The Godfather <Part> II",
+            query::analyzer(),
+            &query.words,
+            false,
+        )
+        .unwrap();
         assert_eq!(marked, "The <em>Godfather</em> &lt;<em>Part</em>&gt; II");
-        assert_eq!(highlight("Heat", &query.words, false), None);
+        assert_eq!(
+            highlight("Heat", query::analyzer(), &query.words, false),
+            None
+        );
+        let stop = ParsedQuery::parse("the end").unwrap();
+        let synopsis = highlight("The end.", query::synopsis_analyzer(), &stop.words, true);
+        assert_eq!(synopsis.as_deref(), Some("The <em>end</em>."));
     }
 
     #[test]
     fn a_fragment_stays_near_the_first_match_on_char_boundaries() {
         let text = format!("{} needle {}", "é".repeat(300), "ü".repeat(300));
         let query = ParsedQuery::parse("needle ").unwrap();
-        let marked = highlight(&text, &query.words, true).unwrap();
+        let marked = highlight(&text, query::analyzer(), &query.words, true).unwrap();
         assert!(marked.contains("<em>needle</em>"));
         assert!(marked.chars().count() <= FRAGMENT_CHARS + 9);
     }

@@ -9,9 +9,11 @@
 //!   match one of the fields (title, original title, cast, crew, synopsis), the title weighing
 //!   most. A word of 5 to 8 characters may be one edit away, one of 9 or more two edits, a
 //!   shorter one must be exact (transpositions count as one edit). Cast and crew are scored
-//!   without length norms: a name matches or not, however many others a title lists.
+//!   without length norms: a name matches or not, however many others a title lists. A
+//!   synopsis is not searched for stop words ([`query::SYNOPSIS_STOP_WORDS`]).
 //! - The last word, unless `q` ends in a space, is what the user is still typing: it also
-//!   matches as a prefix of a word of the title, original title or cast.
+//!   matches as a prefix of a word of the title, original title or cast. A lone first letter
+//!   only matches titles (or original titles) that start with it.
 //! - Filters narrow without scoring: genre, year range, language (audio or subtitles),
 //!   maturity, and country = available there on the request's day.
 //! - A query whose words are exactly a title's (or original title's) words scores
@@ -25,6 +27,7 @@
 //! back. A rebuild fills a new generation and then switches the index's alias to it.
 
 pub mod cursor;
+pub mod day;
 mod highlight;
 pub mod opensearch;
 pub mod query;
@@ -143,6 +146,18 @@ impl Title {
             .collect();
         keys.dedup();
         keys
+    }
+
+    /// The first letter of the title and of the original title: what a lone letter matches.
+    pub fn initials(&self) -> Vec<String> {
+        let mut initials: Vec<String> = self
+            .title_keys()
+            .iter()
+            .filter_map(|key| key.chars().next())
+            .map(String::from)
+            .collect();
+        initials.dedup();
+        initials
     }
 
     /// Audio and subtitle languages, each once: what the `language` filter and facet see.
@@ -285,6 +300,10 @@ pub fn popularity_boost(popularity: f32) -> f32 {
 }
 
 pub const POPULARITY_WEIGHT: f32 = 0.1;
+
+/// The score of a title a lone first letter matches (before the popularity boost): the same
+/// for all of them, so the most watched come first.
+pub const INITIAL_SCORE: f32 = 4.0;
 
 /// What matching a whole title adds to the score (BM25 scores of a few words are a few units).
 pub const EXACT_TITLE_BOOST: f32 = 20.0;

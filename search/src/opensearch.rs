@@ -23,11 +23,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::cursor::{fingerprint, Cursor};
-use crate::query::{ParsedQuery, QueryWord, MAX_PREFIX_CHARS, MAX_WORD_BYTES};
+use crate::query::{ParsedQuery, QueryWord, MAX_PREFIX_CHARS, MAX_WORD_BYTES, SYNOPSIS_STOP_WORDS};
 use crate::{
     sort_facet, Applied, Day, FacetCount, Facets, Filters, Highlights, Hit, IndexStats,
     SearchError, SearchIndex, SearchRequest, SearchResponse, Title, TitleChange, EXACT_TITLE_BOOST,
-    FACET_SIZE, MAX_LIMIT, POPULARITY_WEIGHT,
+    FACET_SIZE, INITIAL_SCORE, MAX_LIMIT, POPULARITY_WEIGHT,
 };
 
 /// How to reach OpenSearch.
@@ -533,14 +533,30 @@ impl BulkItem {
 fn index_definition() -> Value {
     let word_filters = json!(["long_words", "lowercase", "asciifolding"]);
     let prefix_filters = json!(["long_words", "lowercase", "asciifolding", "prefixes"]);
+    let synopsis_filters = json!([
+        "long_words",
+        "lowercase",
+        "asciifolding",
+        "synopsis_stop_words"
+    ]);
+    // Offsets in the postings: the highlighter reads them instead of analysing each hit's
+    // text again (that re-analysis was most of a query's CPU).
     let text_with_prefix = json!({
         "type": "text",
         "analyzer": "words",
+        "index_options": "offsets",
         "fields": {
-            "prefix": { "type": "text", "analyzer": "prefixes", "search_analyzer": "words" }
+            "prefix": {
+                "type": "text", "analyzer": "prefixes", "search_analyzer": "words",
+                "index_options": "offsets"
+            }
         }
     });
-    let text = json!({ "type": "text", "analyzer": "words" });
+    // The query is analysed with `words`: a stop word asked for simply finds nothing here.
+    let synopsis = json!({
+        "type": "text", "analyzer": "synopsis", "search_analyzer": "words",
+        "index_options": "offsets"
+    });
     // A name matches or not: how many other names a title lists says nothing of relevance.
     let names = json!({ "type": "text", "analyzer": "words", "norms": false });
     let names_with_prefix = json!({
@@ -569,11 +585,15 @@ fn index_definition() -> Value {
                     "long_words": { "type": "length", "max": MAX_WORD_BYTES },
                     "prefixes": {
                         "type": "edge_ngram", "min_gram": 1, "max_gram": MAX_PREFIX_CHARS
-                    }
+                    },
+                    "synopsis_stop_words": { "type": "stop", "stopwords": SYNOPSIS_STOP_WORDS.to_vec() }
                 },
                 "analyzer": {
                     "words": { "type": "custom", "tokenizer": "words", "filter": word_filters },
-                    "prefixes": { "type": "custom", "tokenizer": "words", "filter": prefix_filters }
+                    "prefixes": { "type": "custom", "tokenizer": "words", "filter": prefix_filters },
+                    "synopsis": {
+                        "type": "custom", "tokenizer": "words", "filter": synopsis_filters
+                    }
                 }
             }
         },
@@ -583,10 +603,11 @@ fn index_definition() -> Value {
                 "id": { "type": "unsigned_long" },
                 "title": text_with_prefix,
                 "original_title": text_with_prefix,
-                "synopsis": text,
+                "synopsis": synopsis,
                 "cast": names_with_prefix,
                 "crew": names,
                 "title_key": keyword,
+                "title_initial": keyword,
                 "genres": keyword,
                 "year": integer,
                 "decade": integer,
@@ -636,6 +657,7 @@ fn document(title: &Title, version: u64) -> Result<Value, SearchError> {
         "cast": title.cast,
         "crew": title.crew,
         "title_key": title.title_keys(),
+        "title_initial": title.initials(),
         "genres": title.genres,
         "year": title.year,
         "decade": title.decade(),
@@ -690,6 +712,11 @@ fn popularity_action(alias: &str, id: u64, popularity: f32) -> String {
 /// One word: it must match a field as a term within its edits, or (the word being typed) a
 /// prefix of a word of the title, original title or cast.
 fn word_clause(word: &QueryWord) -> Value {
+    if word.initial {
+        return json!({ "constant_score": {
+            "filter": { "term": { "title_initial": word.text } }, "boost": INITIAL_SCORE
+        } });
+    }
     let mut should = vec![json!({
         "multi_match": {
             "query": word.text,
@@ -712,7 +739,7 @@ fn word_clause(word: &QueryWord) -> Value {
 }
 
 fn filter_clauses(filters: &Filters, today: Day) -> Vec<Value> {
-    let mut clauses = vec![json!({ "term": { "live": true } })];
+    let mut clauses = Vec::new();
     if let Some(genre) = &filters.genre {
         clauses.push(json!({ "term": { "genres": genre } }));
     }
@@ -765,7 +792,12 @@ fn search_body(parsed: &ParsedQuery, request: &SearchRequest, limit: usize) -> V
         .collect();
     let query = json!({
         "function_score": {
-            "query": { "bool": { "must": must, "should": exact_title, "filter": filter } },
+            // Tombstones out: a short list to skip, where `live: true` would be every document
+            // to intersect with.
+            "query": { "bool": {
+                "must": must, "should": exact_title, "filter": filter,
+                "must_not": [{ "term": { "live": false } }]
+            } },
             // 1 + 0.1 ln(1 + popularity), times the BM25 score: crate::popularity_boost.
             "functions": [
                 { "weight": 1 },

@@ -3,7 +3,7 @@
 //! case, accents folded); OpenSearch's index is given the same analysis in its mapping.
 
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter, TextAnalyzer,
 };
 
 use crate::SearchError;
@@ -23,6 +23,27 @@ pub fn analyzer() -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(MAX_WORD_BYTES + 1))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// Words a synopsis is not searched for: in nearly every synopsis, they would make a query of
+/// "the" read every document, and say nothing of relevance (Lucene's English stop set). Titles,
+/// names and queries keep them ("The Who", "It").
+pub const SYNOPSIS_STOP_WORDS: [&str; 33] = [
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+];
+
+/// The synopsis analyzer: [`analyzer`], then the stop words out.
+pub fn synopsis_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(MAX_WORD_BYTES + 1))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(StopWordFilter::remove(
+            SYNOPSIS_STOP_WORDS.iter().map(|word| word.to_string()),
+        ))
         .build()
 }
 
@@ -64,6 +85,9 @@ pub struct QueryWord {
     pub edits: u8,
     /// The word the user is still typing: it also matches as a prefix.
     pub prefix: bool,
+    /// A lone first letter: it matches titles that start with it, and nothing else (every
+    /// other word prefix would match a good part of any catalog).
+    pub initial: bool,
 }
 
 /// The words of a query.
@@ -83,13 +107,19 @@ impl ParsedQuery {
         let mut words = words(&mut analyzer(), q);
         words.truncate(MAX_WORDS);
         let last = words.len().saturating_sub(1);
+        let lone = words.len() == 1;
         let words = words
             .into_iter()
             .enumerate()
-            .map(|(position, text)| QueryWord {
-                edits: allowed_edits(text.chars().count()),
-                prefix: still_typing && position == last,
-                text,
+            .map(|(position, text)| {
+                let chars = text.chars().count();
+                let prefix = still_typing && position == last;
+                QueryWord {
+                    edits: allowed_edits(chars),
+                    prefix,
+                    initial: prefix && lone && chars == 1,
+                    text,
+                }
             })
             .collect();
         Ok(ParsedQuery { words })
@@ -150,6 +180,9 @@ pub fn within_edits(a: &str, b: &str, limit: u8) -> bool {
 /// Whether `word` (of an indexed text) matches `query_word`: exactly, within its edits, or, for
 /// the word being typed, as a prefix.
 pub fn matches(query_word: &QueryWord, word: &str) -> bool {
+    if query_word.initial {
+        return word.starts_with(&query_word.text);
+    }
     word == query_word.text
         || (query_word.prefix && word.starts_with(&query_word.text))
         || (query_word.edits > 0 && within_edits(&query_word.text, word, query_word.edits))
@@ -176,6 +209,10 @@ mod tests {
         assert!(typing.words[1].prefix);
         let done = ParsedQuery::parse("amelie ").unwrap();
         assert!(!done.words[0].prefix);
+        assert!(ParsedQuery::parse("a").unwrap().words[0].initial);
+        assert!(!ParsedQuery::parse("a ").unwrap().words[0].initial);
+        assert!(!ParsedQuery::parse("heat a").unwrap().words[1].initial);
+        assert!(!ParsedQuery::parse("ab").unwrap().words[0].initial);
         assert!(ParsedQuery::parse("  ,;  ").unwrap().is_empty());
         assert!(ParsedQuery::parse(&"x".repeat(300)).is_err());
     }

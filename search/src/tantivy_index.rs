@@ -34,7 +34,7 @@ use crate::query::{self, ParsedQuery, QueryWord};
 use crate::{
     popularity_boost, sort_facet, Applied, Day, FacetCount, Facets, Highlights, Hit, IndexStats,
     SearchError, SearchIndex, SearchRequest, SearchResponse, Title, TitleChange, EXACT_TITLE_BOOST,
-    MAX_LIMIT,
+    INITIAL_SCORE, MAX_LIMIT,
 };
 
 /// Memory the writer buffers before it flushes a segment.
@@ -42,6 +42,8 @@ const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 const ALIAS_FILE: &str = "ALIAS";
 /// The analyzer of the text fields ([`query::analyzer`]).
 const WORDS: &str = "words";
+/// The synopsis analyzer ([`query::synopsis_analyzer`]).
+const SYNOPSIS: &str = "synopsis";
 /// Prefix fields hold words already cut into prefixes: split on spaces only.
 const PREFIXES: &str = "whitespace";
 
@@ -75,6 +77,7 @@ struct Fields {
     original_title_prefix: Field,
     cast_prefix: Field,
     title_key: Field,
+    title_initial: Field,
     genres: Field,
     year: Field,
     decade: Field,
@@ -111,7 +114,14 @@ fn schema() -> (Schema, Fields) {
     let original_title = builder.add_text_field("original_title", words.clone());
     let cast = builder.add_text_field("cast", names.clone());
     let crew = builder.add_text_field("crew", names);
-    let synopsis = builder.add_text_field("synopsis", words);
+    let synopsis = builder.add_text_field(
+        "synopsis",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(SYNOPSIS)
+                .set_index_option(IndexRecordOption::WithFreqs),
+        ),
+    );
     let title_prefix = builder.add_text_field("title_prefix", prefixes.clone());
     let original_title_prefix = builder.add_text_field("original_title_prefix", prefixes.clone());
     let cast_prefix = builder.add_text_field(
@@ -124,6 +134,7 @@ fn schema() -> (Schema, Fields) {
         ),
     );
     let title_key = builder.add_text_field("title_key", STRING);
+    let title_initial = builder.add_text_field("title_initial", STRING);
     let genres = builder.add_text_field("genres", STRING | FAST);
     let year = builder.add_u64_field("year", number);
     let decade = builder.add_u64_field("decade", FAST);
@@ -156,6 +167,7 @@ fn schema() -> (Schema, Fields) {
         original_title_prefix,
         cast_prefix,
         title_key,
+        title_initial,
         genres,
         year,
         decade,
@@ -298,6 +310,7 @@ fn write_alias(root: &Path, name: &str) -> Result<(), SearchError> {
 fn tokenizers() -> TokenizerManager {
     let manager = TokenizerManager::default();
     manager.register(WORDS, query::analyzer());
+    manager.register(SYNOPSIS, query::synopsis_analyzer());
     manager
 }
 
@@ -399,6 +412,9 @@ impl Inner {
         for key in title.title_keys() {
             doc.add_text(f.title_key, key);
         }
+        for initial in title.initials() {
+            doc.add_text(f.title_initial, initial);
+        }
         doc.add_text(f.synopsis, &title.synopsis);
         for name in &title.cast {
             doc.add_text(f.cast, name);
@@ -469,6 +485,15 @@ impl Inner {
     }
 
     fn word_query(&self, word: &QueryWord) -> Box<dyn Query> {
+        if word.initial {
+            return Box::new(ConstScoreQuery::new(
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.title_initial, &word.text),
+                    IndexRecordOption::Basic,
+                )),
+                INITIAL_SCORE,
+            ));
+        }
         let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
         let mut per_field: Vec<Box<dyn Query>> = Vec::new();
         for &(field, weight) in &self.fields.text {
@@ -539,10 +564,15 @@ impl Inner {
                 )),
             ));
         }
-        clauses.push(filter(Box::new(TermQuery::new(
-            Term::from_field_u64(f.live, 1),
-            IndexRecordOption::Basic,
-        ))));
+        // Tombstones out: a short list to skip, where "live" would be every document to
+        // intersect with.
+        clauses.push((
+            Occur::MustNot,
+            Box::new(TermQuery::new(
+                Term::from_field_u64(f.live, 0),
+                IndexRecordOption::Basic,
+            )),
+        ));
         let filters = &request.filters;
         if let Some(genre) = &filters.genre {
             clauses.push(filter(Box::new(TermQuery::new(
@@ -622,8 +652,13 @@ impl Inner {
             hits.push(Hit {
                 id: title.id,
                 highlights: Highlights {
-                    title: highlight(&title.title, &parsed.words, false),
-                    synopsis: highlight(&title.synopsis, &parsed.words, true),
+                    title: highlight(&title.title, query::analyzer(), &parsed.words, false),
+                    synopsis: highlight(
+                        &title.synopsis,
+                        query::synopsis_analyzer(),
+                        &parsed.words,
+                        true,
+                    ),
                 },
                 title: title.title,
                 year: title.year,

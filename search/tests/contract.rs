@@ -19,7 +19,65 @@ on_both!(
     a_rebuild_switches_generations_while_searches_answer,
     hostile_queries_get_clear_errors_or_empty_answers,
     stats_count_live_titles,
+    ids_cover_the_whole_u64_range,
+    a_lone_letter_matches_the_titles_it_starts,
 );
+
+async fn a_lone_letter_matches_the_titles_it_starts(backend: &Backend) {
+    let mut sphinx = title(3, "Asterix and the Sphinx");
+    sphinx.cast = vec!["Sam Stone".to_owned()];
+    backend
+        .put(&[title(1, "Storm"), title(2, "silent river"), sphinx])
+        .await;
+    backend.index.set_popularity(&[(2, 50.0)]).await.unwrap();
+    backend.index.refresh().await.unwrap();
+    assert_eq!(
+        backend.ids("s").await,
+        [2, 1],
+        "{}: by popularity",
+        backend.name
+    );
+    assert_eq!(backend.ids("a").await, [3]);
+    let mut both = backend.ids("s ").await;
+    both.sort_unstable();
+    assert!(
+        both.is_empty(),
+        "{}: a finished one-letter word: {both:?}",
+        backend.name
+    );
+    assert_eq!(
+        backend.ids("asterix s").await,
+        [3],
+        "a letter after a word is a prefix"
+    );
+}
+
+async fn ids_cover_the_whole_u64_range(backend: &Backend) {
+    backend
+        .put(&[title(u64::MAX, "Edge Far"), title(1, "Edge Near")])
+        .await;
+    assert_eq!(
+        backend.ids("edge ").await,
+        [1, u64::MAX],
+        "{}",
+        backend.name
+    );
+    assert_eq!(
+        backend.index.version_of(u64::MAX).await.unwrap(),
+        Some((1, true))
+    );
+    let mut ask = request("edge ", Filters::default());
+    ask.limit = 1;
+    let first = backend.index.search(&ask).await.unwrap();
+    ask.after = first.next;
+    let second = backend.index.search(&ask).await.unwrap();
+    assert_eq!(
+        second.hits[0].id,
+        u64::MAX,
+        "{}: a cursor past id 2^63",
+        backend.name
+    );
+}
 
 async fn words_prefixes_and_typos_match_as_the_rules_say(backend: &Backend) {
     backend

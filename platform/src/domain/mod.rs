@@ -68,7 +68,7 @@ const MILLIS_PER_DAY: i64 = 86_400_000;
 pub fn rfc3339(at: Millis) -> String {
     let days = at.div_euclid(MILLIS_PER_DAY);
     let in_day = at.rem_euclid(MILLIS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = search::day::civil_from_days(days);
     let (hour, minute) = (in_day / 3_600_000, in_day / 60_000 % 60);
     let (second, millis) = (in_day / 1_000 % 60, in_day % 1_000);
     let year = if (0..=9999).contains(&year) {
@@ -77,26 +77,6 @@ pub fn rfc3339(at: Millis) -> String {
         format!("{year:+05}")
     };
     format!("{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`); exact for every day an i64 of milliseconds can name.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// A timestamp from a query string: RFC 3339 (`2025-01-31T00:00:00Z`) or epoch milliseconds,
@@ -128,33 +108,17 @@ pub fn parse_instant(text: &str) -> Result<Millis, InvalidValue> {
 
 /// A date (`YYYY-MM-DD`, from 1970 to 9999) as days since 1970-01-01.
 pub fn parse_date(text: &str) -> Result<i32, InvalidValue> {
-    let refused = || {
+    search::day::parse(text).ok_or_else(|| {
         InvalidValue::new(format!(
             "`{}` is not a date YYYY-MM-DD from 1970-01-01 to 9999-12-31",
             echo(text)
         ))
-    };
-    let shaped = text.len() == 10
-        && text.bytes().enumerate().all(|(at, byte)| match at {
-            4 | 7 => byte == b'-',
-            _ => byte.is_ascii_digit(),
-        });
-    if !shaped {
-        return Err(refused());
-    }
-    let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).map_err(|_| refused())?;
-    let days = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| refused())?
-        .as_secs()
-        / 86_400;
-    i32::try_from(days).map_err(|_| refused())
+    })
 }
 
 /// Days since 1970-01-01 as `YYYY-MM-DD`.
 pub fn date_of_day(day: i32) -> String {
-    let (year, month, day) = civil_from_days(i64::from(day));
-    format!("{year:04}-{month:02}-{day:02}")
+    search::day::format(day)
 }
 
 /// Today, as days since 1970-01-01 (UTC).

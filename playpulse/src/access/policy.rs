@@ -72,7 +72,11 @@ mod tests {
             (Method::POST, "/v1/titles", Required::Role(Role::Admin)),
             (Method::PUT, "/v1/titles/7", Required::Role(Role::Admin)),
             (Method::DELETE, "/v1/titles/7", Required::Role(Role::Admin)),
-            (Method::POST, "/v1/search/reindex", Required::Role(Role::Admin)),
+            (
+                Method::POST,
+                "/v1/search/reindex",
+                Required::Role(Role::Admin),
+            ),
             (Method::GET, "/v1/users/7/risk", Required::Role(Role::Admin)),
             (Method::GET, "/metrics", Required::Role(Role::Read)),
             (

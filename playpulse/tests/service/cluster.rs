@@ -1,6 +1,7 @@
 //! End to end on the real stack: the server on `config/cluster.toml` (events in Cassandra, the
-//! recommendation cache in Redis, the graph on Neo4j), clients post, history through the API matches what was
-//! sent, and the viewers' cache keys are gone.
+//! recommendation cache in Redis, the graph on Neo4j, search on OpenSearch), clients post,
+//! history through the API matches what was sent, the viewers' cache keys are gone, and a title
+//! created with an admin key is found by search.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -16,10 +17,11 @@ use testkit::cassandra::TestKeyspace;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
-    let (Some(cassandra), Some(redis_url), Some(neo4j)) = (
+    let (Some(cassandra), Some(redis_url), Some(neo4j), Some(opensearch)) = (
         testkit::engines::cassandra(),
         testkit::engines::redis(),
         testkit::engines::neo4j(),
+        testkit::engines::opensearch(),
     ) else {
         return;
     };
@@ -30,6 +32,7 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
     )
     .await;
     let prefix = unique_prefix();
+    let alias = testkit::unique_name("pptest");
     let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/cluster.toml");
     let env = [
         ("PLAYPULSE_CASSANDRA__NODES", format!("[\"{cassandra}\"]")),
@@ -44,6 +47,11 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
             "PLAYPULSE_PLATFORM__GRAPH__NEO4J_LABEL_PREFIX",
             testkit::unique_name("t"),
         ),
+        (
+            "PLAYPULSE_PLATFORM__SEARCH__OPENSEARCH_URL",
+            opensearch.clone(),
+        ),
+        ("PLAYPULSE_PLATFORM__SEARCH__ALIAS", alias.clone()),
     ];
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -68,6 +76,10 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
         .create(platform::keys::Role::Read, &format!("history-{run}"))
         .await
         .unwrap();
+    let (admin_key, _) = api_keys
+        .create(platform::keys::Role::Admin, &format!("catalog-{run}"))
+        .await
+        .unwrap();
     let app = Application::build(settings)
         .await
         .expect("the service starts on the cluster profile");
@@ -81,6 +93,42 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
     assert_eq!(ready.status(), 200, "ready on Cassandra and Redis");
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["graph"], "ok", "the graph on Neo4j answers: {ready}");
+    assert_eq!(ready["search"], "ok", "OpenSearch answers: {ready}");
+
+    let title = serde_json::json!({"id": 77, "title": "The Cluster Heist", "year": 2024, "maturity": "PG-13"});
+    let created = client
+        .post(format!("{base}/v1/titles"))
+        .bearer_auth(&admin_key)
+        .json(&title)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let refused = client
+        .post(format!("{base}/v1/titles"))
+        .bearer_auth(&read_key)
+        .json(&title)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "titles are written by admins");
+    let found = eventually(Duration::from_secs(10), || {
+        let (client, base, read_key) = (client.clone(), base.clone(), read_key.clone());
+        async move {
+            let Ok(answer) = client
+                .get(format!("{base}/v1/search?q=cluster%20hei"))
+                .bearer_auth(&read_key)
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let answer: Value = answer.json().await.unwrap_or_default();
+            answer["hits"][0]["id"] == 77
+        }
+    })
+    .await;
+    assert!(found, "the title is searchable on OpenSearch");
 
     let mut redis = connect(&redis_url).await;
     let users: Vec<u64> = (0..5).map(|_| fresh_user()).collect();
@@ -193,5 +241,10 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
     server.await.unwrap().unwrap();
     api_keys.revoke(&format!("players-{run}")).await.unwrap();
     api_keys.revoke(&format!("history-{run}")).await.unwrap();
+    api_keys.revoke(&format!("catalog-{run}")).await.unwrap();
+    let _ = reqwest::Client::new()
+        .delete(format!("{opensearch}/{alias}-*"))
+        .send()
+        .await;
     keyspace.drop_keyspace().await;
 }
