@@ -14,6 +14,9 @@
 //! - The last word, unless `q` ends in a space, is what the user is still typing: it also
 //!   matches as a prefix of a word of the title, original title or cast. A lone first letter
 //!   only matches titles (or original titles) that start with it.
+//! - Typos are looked for only when the words as typed find nothing (as Typesense does by
+//!   default): a query that matches as typed never pays for the fuzzy expansions, and results
+//!   never mix exact and typo matches.
 //! - Filters narrow without scoring: genre, year range, language (audio or subtitles),
 //!   maturity, and country = available there on the request's day.
 //! - A query whose words are exactly a title's (or original title's) words scores

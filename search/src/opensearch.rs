@@ -248,6 +248,79 @@ impl OpenSearchIndex {
         Ok(())
     }
 
+    /// One search with the words as `parsed` says (edits allowed or not).
+    async fn search_parsed(
+        &self,
+        parsed: &ParsedQuery,
+        request: &SearchRequest,
+    ) -> Result<SearchResponse, SearchError> {
+        let limit = request.limit.clamp(1, MAX_LIMIT);
+        let mut body = search_body(parsed, request, limit);
+        let (path, pit) = match &request.after {
+            None => (format!("/{}/_search", self.alias), None),
+            Some(cursor) => {
+                let pit = match &cursor.pit {
+                    Some(pit) => pit.clone(),
+                    None => self.open_pit().await?,
+                };
+                body["pit"] = json!({ "id": pit, "keep_alive": PIT_KEEP_ALIVE });
+                body["search_after"] = json!([cursor.score, cursor.id]);
+                ("/_search".to_owned(), Some(pit))
+            }
+        };
+        let answer = self.send(Method::POST, &path, Body::Json(body)).await?;
+        if pit.is_some() && !answer.is_success() {
+            // Expired or closed: no search context. Not one OpenSearch gave: invalid id.
+            let (cause, reason) = answer.root_cause();
+            if answer.status == StatusCode::NOT_FOUND
+                || cause == "search_context_missing_exception"
+                || (cause == "illegal_argument_exception" && reason.starts_with("invalid id"))
+            {
+                return Err(SearchError::BadRequest(CURSOR_EXPIRED.to_owned()));
+            }
+        }
+        let answer: SearchAnswer =
+            serde_json::from_value(answer.ok("search")?).map_err(protocol("search"))?;
+        let pit = answer.pit_id.or(pit);
+        let mut found = answer.hits.hits;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next = match (more, found.last()) {
+            (true, Some(last)) => Some(Cursor {
+                score: last
+                    .sort
+                    .first()
+                    .and_then(Value::as_f64)
+                    .or(last.score)
+                    .unwrap_or(0.0),
+                id: last.source.id,
+                query: fingerprint(&request.q, &request.filters),
+                pit,
+            }),
+            _ => {
+                if let Some(pit) = pit {
+                    self.close_pit(pit);
+                }
+                None
+            }
+        };
+        let facets = match (request.facets, answer.aggregations) {
+            (true, Some(mut aggregations)) => Some(Facets {
+                genres: facet(&mut aggregations, "genres"),
+                decades: facet(&mut aggregations, "decades"),
+                languages: facet(&mut aggregations, "languages"),
+            }),
+            (true, None) => Some(Facets::default()),
+            (false, _) => None,
+        };
+        Ok(SearchResponse {
+            total: answer.hits.total.value,
+            hits: found.into_iter().map(hit).collect(),
+            facets,
+            next,
+        })
+    }
+
     async fn send(&self, method: Method, path: &str, body: Body) -> Result<Answer, SearchError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.client.request(method.clone(), &url);
@@ -1039,71 +1112,11 @@ impl SearchIndex for OpenSearchIndex {
         if let Some(after) = &request.after {
             after.check(&request.q, &request.filters)?;
         }
-        let limit = request.limit.clamp(1, MAX_LIMIT);
-        let mut body = search_body(&parsed, request, limit);
-        let (path, pit) = match &request.after {
-            None => (format!("/{}/_search", self.alias), None),
-            Some(cursor) => {
-                let pit = match &cursor.pit {
-                    Some(pit) => pit.clone(),
-                    None => self.open_pit().await?,
-                };
-                body["pit"] = json!({ "id": pit, "keep_alive": PIT_KEEP_ALIVE });
-                body["search_after"] = json!([cursor.score, cursor.id]);
-                ("/_search".to_owned(), Some(pit))
-            }
-        };
-        let answer = self.send(Method::POST, &path, Body::Json(body)).await?;
-        if pit.is_some() && !answer.is_success() {
-            // Expired or closed: no search context. Not one OpenSearch gave: invalid id.
-            let (cause, reason) = answer.root_cause();
-            if answer.status == StatusCode::NOT_FOUND
-                || cause == "search_context_missing_exception"
-                || (cause == "illegal_argument_exception" && reason.starts_with("invalid id"))
-            {
-                return Err(SearchError::BadRequest(CURSOR_EXPIRED.to_owned()));
-            }
+        let exact = self.search_parsed(&parsed.as_typed(), request).await?;
+        if exact.total == 0 && parsed.allows_typos() {
+            return self.search_parsed(&parsed, request).await;
         }
-        let answer: SearchAnswer =
-            serde_json::from_value(answer.ok("search")?).map_err(protocol("search"))?;
-        let pit = answer.pit_id.or(pit);
-        let mut found = answer.hits.hits;
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next = match (more, found.last()) {
-            (true, Some(last)) => Some(Cursor {
-                score: last
-                    .sort
-                    .first()
-                    .and_then(Value::as_f64)
-                    .or(last.score)
-                    .unwrap_or(0.0),
-                id: last.source.id,
-                query: fingerprint(&request.q, &request.filters),
-                pit,
-            }),
-            _ => {
-                if let Some(pit) = pit {
-                    self.close_pit(pit);
-                }
-                None
-            }
-        };
-        let facets = match (request.facets, answer.aggregations) {
-            (true, Some(mut aggregations)) => Some(Facets {
-                genres: facet(&mut aggregations, "genres"),
-                decades: facet(&mut aggregations, "decades"),
-                languages: facet(&mut aggregations, "languages"),
-            }),
-            (true, None) => Some(Facets::default()),
-            (false, _) => None,
-        };
-        Ok(SearchResponse {
-            total: answer.hits.total.value,
-            hits: found.into_iter().map(hit).collect(),
-            facets,
-            next,
-        })
+        Ok(exact)
     }
 
     async fn version_of(&self, id: u64) -> Result<Option<(u64, bool)>, SearchError> {

@@ -129,6 +129,25 @@ impl ParsedQuery {
         self.words.is_empty()
     }
 
+    /// The same words with no edit allowed: what is searched first.
+    pub fn as_typed(&self) -> ParsedQuery {
+        ParsedQuery {
+            words: self
+                .words
+                .iter()
+                .map(|word| QueryWord {
+                    edits: 0,
+                    ..word.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether some word may be matched with edits (a second search could find more).
+    pub fn allows_typos(&self) -> bool {
+        self.words.iter().any(|word| word.edits > 0)
+    }
+
     /// The words joined by single spaces, to compare with [`crate::Title::title_keys`].
     pub fn title_key(&self) -> Option<String> {
         (!self.words.is_empty()).then(|| {

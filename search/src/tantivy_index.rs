@@ -197,6 +197,29 @@ fn window_covers(packed: u64, country: u16, day: Day) -> bool {
         && day <= packed & 0xff_ffff
 }
 
+/// Title id -> how much it is watched, looked up once per match: hashed with one multiply
+/// (ids are already well spread) rather than SipHash, on every match of a broad query.
+type Popularity = HashMap<u64, f32, std::hash::BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (id ^ (id >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One generation: an index, its reader, its one writer and the versions it holds.
 struct Generation {
     name: String,
@@ -214,7 +237,7 @@ struct Inner {
     current: RwLock<Arc<Generation>>,
     building: Mutex<HashMap<String, Arc<Generation>>>,
     /// Title id -> how much it is watched. Kept beside the index (a boost changes no document).
-    popularity: RwLock<Arc<HashMap<u64, f32>>>,
+    popularity: RwLock<Arc<Popularity>>,
 }
 
 /// The embedded search index.
@@ -276,7 +299,7 @@ impl TantivyIndex {
                 schema,
                 current: RwLock::new(Arc::new(current)),
                 building: Mutex::new(HashMap::new()),
-                popularity: RwLock::new(Arc::new(HashMap::new())),
+                popularity: RwLock::new(Arc::new(Popularity::default())),
             }),
         }
     }
@@ -632,9 +655,18 @@ impl Inner {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
         };
-        let found = searcher
-            .search(self.query(&parsed, request).as_ref(), &collector)
+        let mut parsed = parsed;
+        let exact = parsed.as_typed();
+        let mut found = searcher
+            .search(self.query(&exact, request).as_ref(), &collector)
             .map_err(engine)?;
+        if found.total == 0 && parsed.allows_typos() {
+            found = searcher
+                .search(self.query(&parsed, request).as_ref(), &collector)
+                .map_err(engine)?;
+        } else {
+            parsed = exact;
+        }
         let mut ranked = found.top.into_sorted_vec();
         let more = ranked.len() > limit;
         ranked.truncate(limit);
@@ -887,7 +919,7 @@ struct TitleCollector {
     after: Option<(Score, u64)>,
     country: Option<(u16, Day)>,
     facets: bool,
-    popularity: Arc<HashMap<u64, f32>>,
+    popularity: Arc<Popularity>,
 }
 
 struct Found {
@@ -901,7 +933,7 @@ struct SegmentTitles {
     limit: usize,
     after: Option<(Score, u64)>,
     country: Option<(u16, Day)>,
-    popularity: Arc<HashMap<u64, f32>>,
+    popularity: Arc<Popularity>,
     ids: Column<u64>,
     availability: Column<u64>,
     facets: Option<SegmentFacets>,

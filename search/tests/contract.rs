@@ -21,7 +21,18 @@ on_both!(
     stats_count_live_titles,
     ids_cover_the_whole_u64_range,
     a_lone_letter_matches_the_titles_it_starts,
+    typos_are_looked_for_only_when_the_words_as_typed_find_nothing,
 );
+
+async fn typos_are_looked_for_only_when_the_words_as_typed_find_nothing(backend: &Backend) {
+    backend
+        .put(&[title(1, "Casablanca"), title(2, "Casablanka")])
+        .await;
+    assert_eq!(backend.ids("casablanca ").await, [1], "{}", backend.name);
+    let mut both = backend.ids("casablancx ").await;
+    both.sort_unstable();
+    assert_eq!(both, [1, 2], "{}: nothing as typed, so one edit", backend.name);
+}
 
 async fn a_lone_letter_matches_the_titles_it_starts(backend: &Backend) {
     let mut sphinx = title(3, "Asterix and the Sphinx");
