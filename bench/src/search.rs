@@ -139,7 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             work.path(),
         )
         .await
-        .with_context(|| format!("{engine}"))?;
+        .with_context(|| engine.to_string())?;
         met &= figures.met;
         eprintln!("search: {engine}: {}", figures.summary);
         engines.push(json!({ "engine": engine, "figures": figures.json }));

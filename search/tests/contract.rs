@@ -31,7 +31,12 @@ async fn typos_are_looked_for_only_when_the_words_as_typed_find_nothing(backend:
     assert_eq!(backend.ids("casablanca ").await, [1], "{}", backend.name);
     let mut both = backend.ids("casablancx ").await;
     both.sort_unstable();
-    assert_eq!(both, [1, 2], "{}: nothing as typed, so one edit", backend.name);
+    assert_eq!(
+        both,
+        [1, 2],
+        "{}: nothing as typed, so one edit",
+        backend.name
+    );
 }
 
 async fn a_lone_letter_matches_the_titles_it_starts(backend: &Backend) {

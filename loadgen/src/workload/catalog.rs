@@ -466,7 +466,7 @@ fn synopsis(rng: &mut Rng, lead: &str) -> String {
             pick(rng, &STAKES)
         ),
         2 => format!(
-            "{lead} plays {} who {} the {} {}. {}",
+            "{lead} plays {} who {} the {} {}. {}.",
             pick(rng, &ROLES),
             pick(rng, &VERBS),
             lower(pick(rng, &ADJECTIVES)),
