@@ -183,19 +183,8 @@ fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runt
 
 /// `playpulse keys create|list|revoke`.
 fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
-    let overrides = Overrides {
-        listen: None,
-        data_dir,
-    };
-    let settings = match load_settings(config.as_deref(), &overrides) {
-        Ok(settings) => settings,
-        Err(code) => return code,
-    };
-    let runtime = match runtime(&mut tokio::runtime::Builder::new_current_thread()) {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    one_shot(config, data_dir, &mut builder, |settings| async move {
         let keys = platform::open_api_keys(&settings.platform()).await?;
         match action {
             KeysAction::Create { role, name } => {
@@ -233,14 +222,7 @@ fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<PathBuf>) 
             }
         }
         anyhow::Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("playpulse: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// `playpulse search reindex`: in this process, or through the running server with `--url`.
@@ -250,19 +232,8 @@ fn reindex(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let overrides = Overrides {
-        listen: None,
-        data_dir,
-    };
-    let settings = match load_settings(config.as_deref(), &overrides) {
-        Ok(settings) => settings,
-        Err(code) => return code,
-    };
-    let runtime = match runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    one_shot(config, data_dir, &mut builder, |settings| async move {
         let report = match url {
             Some(url) => {
                 let mut request = reqwest::Client::new()
@@ -293,8 +264,33 @@ fn reindex(
         };
         println!("{report}");
         anyhow::Ok(())
-    });
-    match result {
+    })
+}
+
+/// A one-shot command: the layered settings, a runtime, `body`; its error said on stderr.
+fn one_shot<F, Fut>(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    builder: &mut tokio::runtime::Builder,
+    body: F,
+) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let overrides = Overrides {
+        listen: None,
+        data_dir,
+    };
+    let settings = match load_settings(config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let runtime = match runtime(builder) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(body(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("playpulse: {error:#}");

@@ -47,6 +47,25 @@ pub fn opensearch() -> Option<String> {
     )
 }
 
+/// Drops the OpenSearch indices that earlier runs left behind under aliases made by
+/// `unique_name(prefix)` (generations are `{alias}-{n}`): a shard each, and a node holds 1,000.
+pub async fn drop_stale_opensearch_indices(url: &str, prefix: &str) {
+    let Ok(response) = reqwest::get(format!("{url}/_cat/indices/{prefix}_*?h=index")).await else {
+        return;
+    };
+    let Ok(listing) = response.text().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    for index in listing.split_whitespace() {
+        let alias = index.rsplit_once('-').map_or(index, |(alias, _)| alias);
+        if crate::is_stale(prefix, alias) {
+            // Another run may be dropping it too; either way it goes.
+            let _ = client.delete(format!("{url}/{index}")).send().await;
+        }
+    }
+}
+
 /// Whether engine-backed tests are to be skipped.
 pub fn skipped() -> bool {
     std::env::var("PLAYPULSE_SKIP_ENGINE_TESTS").as_deref() == Ok("1")

@@ -139,23 +139,6 @@ async fn drop_stale_databases(admin: &sqlx::PgPool) {
     }
 }
 
-/// Drops the search indices earlier runs left behind (a shard each: a node holds 1,000).
-async fn drop_stale_indices(url: &str) {
-    let Ok(response) = reqwest::get(format!("{url}/_cat/indices/pptest_*?h=index")).await else {
-        return;
-    };
-    let Ok(listing) = response.text().await else {
-        return;
-    };
-    let client = reqwest::Client::new();
-    for index in listing.split_whitespace() {
-        let alias = index.rsplit_once('-').map_or(index, |(alias, _)| alias);
-        if testkit::is_stale("pptest", alias) {
-            let _ = client.delete(format!("{url}/{index}")).send().await;
-        }
-    }
-}
-
 impl Backend {
     /// The platform on this backend's parts, its background tasks started.
     pub fn platform(&self) -> platform::Platform {
@@ -282,7 +265,7 @@ impl Backend {
             .filter(|url| !url.trim().is_empty())
         {
             Some(url) => {
-                drop_stale_indices(&url).await;
+                testkit::engines::drop_stale_opensearch_indices(&url, "pptest").await;
                 settings.search.kind = SearchKind::Opensearch;
                 settings.search.opensearch_url = url.clone();
                 settings.search.alias = testkit::unique_name("pptest");

@@ -30,7 +30,7 @@ impl Backend {
     /// None when engine tests are skipped.
     pub async fn opensearch() -> Option<Backend> {
         let url = testkit::engines::opensearch()?;
-        drop_stale(&url).await;
+        testkit::engines::drop_stale_opensearch_indices(&url, TEST_PREFIX).await;
         let options = OpenSearchOptions {
             url,
             alias: testkit::unique_name(TEST_PREFIX),
@@ -82,24 +82,6 @@ impl Backend {
 }
 
 const TEST_PREFIX: &str = "ppsearch";
-
-/// Indices earlier runs left behind (a test that failed before `finish`).
-async fn drop_stale(url: &str) {
-    let Ok(response) = reqwest::get(format!("{url}/_cat/indices/{TEST_PREFIX}_*?h=index")).await
-    else {
-        return;
-    };
-    let Ok(listing) = response.text().await else {
-        return;
-    };
-    let client = reqwest::Client::new();
-    for index in listing.split_whitespace() {
-        let alias = index.rsplit_once('-').map_or(index, |(alias, _)| alias);
-        if testkit::is_stale(TEST_PREFIX, alias) {
-            let _ = client.delete(format!("{url}/{index}")).send().await;
-        }
-    }
-}
 
 /// Runs each named `async fn(&Backend)` of the calling file on the embedded index, then on
 /// OpenSearch (unless engine tests are skipped).
