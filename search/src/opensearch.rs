@@ -92,7 +92,13 @@ pub struct OpenSearchIndex {
     last_generation: AtomicU64,
     /// Whether the alias is known to exist (else the next call makes sure first).
     aliased: AtomicBool,
+    /// Whether the alias's index was found to have this version's mapping.
+    mapping_checked: AtomicBool,
 }
+
+/// The mapping's version, kept in its `_meta`: raised with every change to the mapping or the
+/// analysis.
+const MAPPING_VERSION: u64 = 1;
 
 enum Body {
     Empty,
@@ -193,6 +199,7 @@ impl OpenSearchIndex {
             timeout: options.request_timeout,
             last_generation: AtomicU64::new(0),
             aliased: AtomicBool::new(false),
+            mapping_checked: AtomicBool::new(false),
         };
         Ok(index)
     }
@@ -203,6 +210,39 @@ impl OpenSearchIndex {
         let index = OpenSearchIndex::new(options)?;
         index.ensure_alias().await?;
         Ok(index)
+    }
+
+    /// Refuses to write through an alias whose index another version's mapping made (its
+    /// strict mapping would refuse the fields this version writes): the way out is a rebuild.
+    async fn ensure_current_mapping(&self) -> Result<(), SearchError> {
+        if self.mapping_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mapping = self
+            .send(
+                Method::GET,
+                &format!("/{}/_mapping", self.alias),
+                Body::Empty,
+            )
+            .await?
+            .ok("mapping")?;
+        let versions: Vec<Option<u64>> = mapping
+            .as_object()
+            .into_iter()
+            .flat_map(|indices| indices.values())
+            .map(|index| index["mappings"]["_meta"]["playpulse_schema"].as_u64())
+            .collect();
+        if versions
+            .iter()
+            .any(|version| *version != Some(MAPPING_VERSION))
+        {
+            return Err(SearchError::Protocol(format!(
+                "the index behind `{}` has another version's mapping ({versions:?}, this one writes {MAPPING_VERSION}): run `playpulse search reindex`",
+                self.alias
+            )));
+        }
+        self.mapping_checked.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Makes sure the alias exists (once it did, without a round trip).
@@ -671,6 +711,7 @@ fn index_definition() -> Value {
             }
         },
         "mappings": {
+            "_meta": { "playpulse_schema": MAPPING_VERSION },
             "dynamic": "strict",
             "properties": {
                 "id": { "type": "unsigned_long" },
@@ -1081,6 +1122,7 @@ fn hit(mut found: SearchHit) -> Hit {
 impl SearchIndex for OpenSearchIndex {
     async fn apply(&self, changes: &[TitleChange]) -> Result<Applied, SearchError> {
         self.ensure_alias().await?;
+        self.ensure_current_mapping().await?;
         // Through the alias, so that a switch takes effect between two batches; never
         // auto-creating an index named like the alias if it is gone.
         self.write(&self.alias, "?require_alias=true", changes)
@@ -1299,6 +1341,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             last_generation: AtomicU64::new(0),
             aliased: AtomicBool::new(true),
+            mapping_checked: AtomicBool::new(true),
         };
         assert!(index.is_generation("titles-1700000000000"));
         assert!(!index.is_generation("titles-eu-1700000000000"));

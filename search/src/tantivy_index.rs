@@ -40,6 +40,8 @@ use crate::{
 /// Memory the writer buffers before it flushes a segment.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 const ALIAS_FILE: &str = "ALIAS";
+/// How an index written with another schema is told apart.
+const SCHEMA_CHANGED: &str = "the index has another schema";
 /// The analyzer of the text fields ([`query::analyzer`]).
 const WORDS: &str = "words";
 /// The synopsis analyzer ([`query::synopsis_analyzer`]).
@@ -270,7 +272,21 @@ impl TantivyIndex {
                 name
             }
         };
-        let current = open_generation(Some(root), &schema, &name)?;
+        let current = match open_generation(Some(root), &schema, &name) {
+            Err(SearchError::Protocol(message)) if message.starts_with(SCHEMA_CHANGED) => {
+                // Written by another version: the index is derived data, so it starts again
+                // empty, and the catalog's projector (finding it empty) reads the log again.
+                tracing::warn!(generation = %name, "search index of another schema: rebuilt from the catalog");
+                let fresh = generation_name();
+                let generation = open_generation(Some(root), &schema, &fresh)?;
+                write_alias(root, &fresh)?;
+                if let Err(error) = std::fs::remove_dir_all(root.join(&name)) {
+                    tracing::warn!(%error, "could not remove the old generation");
+                }
+                generation
+            }
+            other => other?,
+        };
         Ok(TantivyIndex::from_parts(
             Some(root.to_owned()),
             schema,
@@ -352,7 +368,12 @@ fn open_generation(
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(engine)?;
             let directory = tantivy::directory::MmapDirectory::open(dir).map_err(engine)?;
-            Index::open_or_create(directory, schema.clone()).map_err(engine)?
+            Index::open_or_create(directory, schema.clone()).map_err(|error| match error {
+                tantivy::TantivyError::SchemaError(message) => {
+                    SearchError::Protocol(format!("{SCHEMA_CHANGED}: {message}"))
+                }
+                other => engine(other),
+            })?
         }
         None => Index::create_in_ram(schema.clone()),
     };
@@ -1098,6 +1119,21 @@ impl SegmentFacets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_index_of_another_schema_starts_again_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let old = root.path().join("titles-1");
+        std::fs::create_dir_all(&old).unwrap();
+        let mut other = Schema::builder();
+        other.add_u64_field("id", FAST);
+        Index::create_in_dir(&old, other.build()).unwrap();
+        write_alias(root.path(), "titles-1").unwrap();
+        let index = TantivyIndex::open(root.path()).unwrap();
+        assert_ne!(index.generation().await.unwrap(), "titles-1");
+        assert_eq!(index.stats().await.unwrap().titles, 0);
+        assert!(!old.exists());
+    }
 
     #[test]
     fn a_packed_window_covers_its_days_only() {

@@ -117,3 +117,39 @@ async fn an_engine_that_does_not_answer_is_unavailable() {
         .unwrap();
     direct.drop_all().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_index_of_another_versions_mapping_asks_for_a_rebuild() {
+    let Some(url) = engine() else { return };
+    let options = options(&url, "oldmapping");
+    let client = reqwest::Client::new();
+    let old = format!("{}-1", options.alias);
+    let created = client
+        .put(format!("{url}/{old}"))
+        .json(&serde_json::json!({
+            "settings": { "number_of_shards": 1, "number_of_replicas": 0 },
+            "mappings": { "dynamic": "strict", "properties": { "id": { "type": "long" } } },
+            "aliases": { (options.alias.clone()): {} }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created.status().is_success(),
+        "{}",
+        created.text().await.unwrap()
+    );
+    let index = OpenSearchIndex::connect(options).await.unwrap();
+    let change = search::TitleChange::Delete { id: 1, version: 1 };
+    match index.apply(std::slice::from_ref(&change)).await {
+        Err(SearchError::Protocol(message)) => {
+            assert!(message.contains("playpulse search reindex"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let fresh = index.create_generation().await.unwrap();
+    index.switch_to(&fresh).await.unwrap();
+    assert_eq!(index.apply(&[change]).await.unwrap().written, 1);
+    index.drop_all().await.unwrap();
+    let _ = client.delete(format!("{url}/{old}")).send().await;
+}
