@@ -95,7 +95,12 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
     assert_eq!(ready["graph"], "ok", "the graph on Neo4j answers: {ready}");
     assert_eq!(ready["search"], "ok", "OpenSearch answers: {ready}");
 
-    let title = serde_json::json!({"id": 77, "title": "The Cluster Heist", "year": 2024, "maturity": "PG-13"});
+    // The profile's command store outlives the run: an id and a word of this run's own.
+    let title_id = u64::from_str_radix(&run[..15], 16).unwrap() | 1;
+    let word = format!("heist{}", &run[..8]);
+    let title = serde_json::json!({
+        "id": title_id, "title": format!("The Cluster {word}"), "year": 2024, "maturity": "PG-13"
+    });
     let created = client
         .post(format!("{base}/v1/titles"))
         .bearer_auth(&admin_key)
@@ -112,19 +117,15 @@ async fn the_cluster_profile_stores_in_cassandra_and_invalidates_redis() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 403, "titles are written by admins");
-    let found = eventually(Duration::from_secs(10), || {
+    let found = eventually(Duration::from_secs(20), || {
         let (client, base, read_key) = (client.clone(), base.clone(), read_key.clone());
+        let query = format!("{base}/v1/search?q=cluster%20{}", &word[..7]);
         async move {
-            let Ok(answer) = client
-                .get(format!("{base}/v1/search?q=cluster%20hei"))
-                .bearer_auth(&read_key)
-                .send()
-                .await
-            else {
+            let Ok(answer) = client.get(query).bearer_auth(&read_key).send().await else {
                 return false;
             };
             let answer: Value = answer.json().await.unwrap_or_default();
-            answer["hits"][0]["id"] == 77
+            answer["hits"][0]["id"] == title_id
         }
     })
     .await;
