@@ -106,6 +106,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut met = true;
     for engine in &args.engines {
         let work = tempfile::tempdir()?;
+        // The OpenSearch index is kept apart too, to drop it once measured (or failed).
+        let mut opensearch: Option<Arc<OpenSearchIndex>> = None;
         let (index, server_stat): (Arc<dyn SearchIndex>, Option<String>) = match engine.as_str() {
             "tantivy" => (
                 Arc::new(TantivyIndex::open(&work.path().join("index"))?),
@@ -126,7 +128,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                         args.opensearch_pid_file.display()
                     );
                 }
-                (Arc::new(index), stat)
+                let index = Arc::new(index);
+                opensearch = Some(index.clone());
+                (index, stat)
             }
             other => anyhow::bail!("--engines: `{other}` is neither tantivy nor opensearch"),
         };
@@ -138,14 +142,16 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             server_stat.as_deref(),
             work.path(),
         )
-        .await
-        .with_context(|| engine.to_string())?;
+        .await;
+        if let Some(opensearch) = opensearch {
+            if let Err(error) = opensearch.drop_all().await {
+                eprintln!("search: cannot drop the benchmark's OpenSearch index: {error}");
+            }
+        }
+        let figures = figures.with_context(|| engine.to_string())?;
         met &= figures.met;
         eprintln!("search: {engine}: {}", figures.summary);
         engines.push(json!({ "engine": engine, "figures": figures.json }));
-        if let Some(os) = index_cleanup(engine, &args).await {
-            os.drop_all().await.ok();
-        }
     }
     let outcome = Outcome {
         json: json!({
@@ -168,19 +174,6 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     outcome.write(args.json.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&outcome.json)?);
     Ok(outcome)
-}
-
-async fn index_cleanup(engine: &str, args: &Args) -> Option<OpenSearchIndex> {
-    if engine != "opensearch" {
-        return None;
-    }
-    OpenSearchIndex::connect(OpenSearchOptions {
-        url: args.opensearch.clone(),
-        alias: format!("bench-titles-{}", std::process::id()),
-        request_timeout: Duration::from_secs(60),
-    })
-    .await
-    .ok()
 }
 
 fn machine() -> String {
@@ -380,12 +373,10 @@ fn full_text_query(title: &Title, rng: &mut Rng) -> String {
         .flat_map(|text| search::query::words(&mut analyzer, text))
         .filter(|word| word.len() > 3)
         .collect();
-    let word = |rng: &mut Rng| {
-        pool[rng.below(pool.len().max(1) as u64) as usize % pool.len().max(1)].clone()
-    };
     if pool.is_empty() {
         return format!("{} ", title.title);
     }
+    let word = |rng: &mut Rng| pool[rng.below(pool.len() as u64) as usize].clone();
     let first = search::query::words(&mut analyzer, &title.title)
         .into_iter()
         .find(|word| word.len() > 3)

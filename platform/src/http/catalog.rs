@@ -162,9 +162,7 @@ fn search_request(query: &HashMap<String, String>) -> Result<SearchRequest, ApiE
         Some(_) => return Err(ApiError::field("facets", "must be true or false")),
     };
     let after = parameter(query, "after")
-        .map(|text| {
-            Cursor::decode(text).map_err(|error| ApiError::field("after", after_message(&error)))
-        })
+        .map(|text| Cursor::decode(text).map_err(|error| refusal(&error)))
         .transpose()?;
     Ok(SearchRequest {
         q: q.to_owned(),
@@ -183,9 +181,14 @@ fn search_request(query: &HashMap<String, String>) -> Result<SearchRequest, ApiE
     })
 }
 
-fn after_message(error: &SearchError) -> String {
-    let text = error.to_string();
-    text.strip_prefix("after: ").unwrap_or(&text).to_owned()
+/// A search the index refused as asked: a 400, naming `after` when the cursor was the cause
+/// (the search port's messages say `after: ...` then).
+fn refusal(error: &SearchError) -> ApiError {
+    let message = error.to_string();
+    match message.strip_prefix("after: ") {
+        Some(rest) => ApiError::field("after", rest),
+        None => ApiError::BadRequest(message),
+    }
 }
 
 pub(super) async fn search(
@@ -195,13 +198,7 @@ pub(super) async fn search(
     let request = search_request(&query)?;
     match state.catalog.search(&request).await {
         Ok(response) => Ok(Json(response).into_response()),
-        Err(CatalogError::Search(error @ SearchError::BadRequest(_))) => {
-            let message = error.to_string();
-            match message.strip_prefix("after: ") {
-                Some(rest) => Err(ApiError::field("after", rest)),
-                None => Err(ApiError::BadRequest(message)),
-            }
-        }
+        Err(CatalogError::Search(error @ SearchError::BadRequest(_))) => Err(refusal(&error)),
         Err(error) => Err(error.into()),
     }
 }
