@@ -21,12 +21,12 @@ pub const DAYS_TABLE: &str = "viewing_days";
 /// The columns of `viewing_history`, in the order the insert binds and the select reads them.
 const HISTORY_COLUMNS: &str = "user_id, day, ts, event_id, session_id, content_id, kind, \
     sent_at, received_at, position_ms, duration_ms, bitrate_kbps, buffer_ms, error_code, device, \
-    cdn, app_version, country";
+    cdn, app_version, country, played_ms, startup_ms, before_start, fatal";
 
 /// `{ks}` is replaced by the keyspace: tables are always named in full, so no `USE` is needed
 /// and one session could serve several keyspaces.
 const INSERT_EVENT: &str = "INSERT INTO {ks}.viewing_history ({columns}) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
 const INSERT_DAY: &str = "INSERT INTO {ks}.viewing_days (user_id, day) VALUES (?, ?) USING TTL ?";
 /// One day partition of one viewer, newest first (the table's clustering order).
 const SELECT_HISTORY: &str = "SELECT {columns} FROM {ks}.viewing_history \
@@ -185,6 +185,10 @@ pub struct EventRow<'a> {
     cdn: MaybeUnset<&'a str>,
     app_version: MaybeUnset<&'a str>,
     country: MaybeUnset<&'a str>,
+    played_ms: MaybeUnset<i32>,
+    startup_ms: MaybeUnset<i32>,
+    before_start: MaybeUnset<bool>,
+    fatal: MaybeUnset<bool>,
     /// Cassandra names the `USING TTL ?` marker `[ttl]`.
     #[scylla(rename = "[ttl]")]
     ttl: i32,
@@ -212,6 +216,10 @@ impl<'a> EventRow<'a> {
             cdn: text(&event.cdn),
             app_version: text(&event.app_version),
             country: MaybeUnset::from_option(event.country.as_ref().map(CountryCode::as_str)),
+            played_ms: MaybeUnset::from_option(event.played_ms.map(u32_to_cql)),
+            startup_ms: MaybeUnset::from_option(event.startup_ms.map(u32_to_cql)),
+            before_start: MaybeUnset::from_option(event.before_start),
+            fatal: MaybeUnset::from_option(event.fatal),
             ttl: ttl_seconds as i32,
         }
     }
@@ -303,6 +311,10 @@ pub struct StoredEvent<'frame> {
     cdn: Option<&'frame str>,
     app_version: Option<&'frame str>,
     country: Option<&'frame str>,
+    played_ms: Option<i32>,
+    startup_ms: Option<i32>,
+    before_start: Option<bool>,
+    fatal: Option<bool>,
 }
 
 impl StoredEvent<'_> {
@@ -331,6 +343,10 @@ impl StoredEvent<'_> {
             duration_ms: self.duration_ms.map(u64_from_cql),
             bitrate_kbps: self.bitrate_kbps.map(u32_from_cql),
             buffer_ms: self.buffer_ms.map(u32_from_cql),
+            played_ms: self.played_ms.map(u32_from_cql),
+            startup_ms: self.startup_ms.map(u32_from_cql),
+            before_start: self.before_start,
+            fatal: self.fatal,
             error_code: text(self.error_code),
             device: text(self.device),
             cdn: text(self.cdn),

@@ -23,7 +23,17 @@ pub struct PlaybackEvent {
     pub position_ms: u64,
     pub duration_ms: Option<u64>,
     pub bitrate_kbps: Option<u32>,
+    /// Time rebuffering (stalled after playback began) since the session's previous event.
     pub buffer_ms: Option<u32>,
+    /// Time playing (frames advancing) since the session's previous event.
+    pub played_ms: Option<u32>,
+    /// On `start`: video startup time, from the play request to the first frame.
+    pub startup_ms: Option<u32>,
+    /// On `stop` or `error`: sent before the first frame (an exit before video start or a
+    /// startup failure; the view never started).
+    pub before_start: Option<bool>,
+    /// On `error`: the error ended playback (absent counts as fatal).
+    pub fatal: Option<bool>,
     pub error_code: Option<SmolStr>,
     pub device: Option<SmolStr>,
     pub cdn: Option<SmolStr>,
@@ -61,6 +71,10 @@ impl PlaybackEvent {
             duration_ms: self.duration_ms,
             bitrate_kbps: self.bitrate_kbps,
             buffer_ms: self.buffer_ms,
+            played_ms: self.played_ms,
+            startup_ms: self.startup_ms,
+            before_start: self.before_start,
+            fatal: self.fatal,
             error_code: text(&self.error_code),
             device: text(&self.device),
             cdn: text(&self.cdn),
@@ -89,6 +103,14 @@ pub struct WireEvent {
     pub bitrate_kbps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub played_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_start: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fatal: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

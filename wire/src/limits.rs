@@ -10,3 +10,7 @@ pub const MAX_EVENT_BYTES: usize = 4096;
 pub const MAX_NESTING: u32 = 32;
 /// How far ahead of the server clock an event's (skew-corrected) `ts` may be, in ms.
 pub const MAX_FUTURE_MS: i64 = 24 * 3_600_000;
+/// Longest `startup_ms`: a player still not playing after ten minutes is an exit before start.
+pub const MAX_STARTUP_MS: u32 = 600_000;
+/// Longest `played_ms` one event may report (a day): more is a broken or hostile client.
+pub const MAX_PLAYED_MS: u32 = 86_400_000;

@@ -3,7 +3,9 @@
 
 use uuid::Uuid;
 
-use crate::limits::{MAX_ERROR_CODE_BYTES, MAX_EVENT_BYTES, MAX_LABEL_BYTES};
+use crate::limits::{
+    MAX_ERROR_CODE_BYTES, MAX_EVENT_BYTES, MAX_LABEL_BYTES, MAX_PLAYED_MS, MAX_STARTUP_MS,
+};
 use crate::raw::{RawEvent, Scalar, Shape};
 use crate::{CountryCode, Element, EventKind, PlaybackEvent, SmolStr};
 
@@ -127,6 +129,26 @@ fn validate_fields(
     let buffer_ms = optional(&raw.buffer_ms)
         .map(|value| unsigned_u32("buffer_ms", value))
         .transpose()?;
+    let played_ms = optional(&raw.played_ms)
+        .map(|value| at_most("played_ms", value, MAX_PLAYED_MS))
+        .transpose()?;
+    let startup_ms = optional(&raw.startup_ms)
+        .map(|value| at_most("startup_ms", value, MAX_STARTUP_MS))
+        .transpose()?;
+    let before_start = optional(&raw.before_start)
+        .map(|value| boolean("before_start", value))
+        .transpose()?;
+    let fatal = optional(&raw.fatal)
+        .map(|value| boolean("fatal", value))
+        .transpose()?;
+    only_on("startup_ms", startup_ms.is_some(), kind, &[EventKind::Start])?;
+    only_on(
+        "before_start",
+        before_start.is_some(),
+        kind,
+        &[EventKind::Stop, EventKind::Error],
+    )?;
+    only_on("fatal", fatal.is_some(), kind, &[EventKind::Error])?;
     let error_code = optional_text("error_code", &raw.error_code, MAX_ERROR_CODE_BYTES)?;
     let device = optional_text("device", &raw.device, MAX_LABEL_BYTES)?;
     let cdn = optional_text("cdn", &raw.cdn, MAX_LABEL_BYTES)?;
@@ -147,6 +169,10 @@ fn validate_fields(
         duration_ms,
         bitrate_kbps,
         buffer_ms,
+        played_ms,
+        startup_ms,
+        before_start,
+        fatal,
         error_code,
         device,
         cdn,
@@ -240,6 +266,42 @@ fn unsigned_u32(field: &'static str, value: &Scalar<'_>) -> Result<u32, EventErr
     u32::try_from(number).map_err(|_| EventError::Invalid {
         field,
         rule: format!("must be at most {}, got {number}", u32::MAX),
+    })
+}
+
+fn at_most(field: &'static str, value: &Scalar<'_>, max: u32) -> Result<u32, EventError> {
+    let number = unsigned(field, value)?;
+    u32::try_from(number)
+        .ok()
+        .filter(|number| *number <= max)
+        .ok_or_else(|| EventError::Invalid {
+            field,
+            rule: format!("must be at most {max}, got {number}"),
+        })
+}
+
+fn boolean(field: &'static str, value: &Scalar<'_>) -> Result<bool, EventError> {
+    match value {
+        Scalar::Bool(flag) => Ok(*flag),
+        other => Err(wrong_type(field, "true or false", other)),
+    }
+}
+
+/// A QoE field that only means something on some kinds is refused on the others, so that a
+/// client's mistake shows at once instead of skewing a metric.
+fn only_on(
+    field: &'static str,
+    present: bool,
+    kind: EventKind,
+    kinds: &[EventKind],
+) -> Result<(), EventError> {
+    if !present || kinds.contains(&kind) {
+        return Ok(());
+    }
+    let names: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+    Err(EventError::Invalid {
+        field,
+        rule: format!("is only allowed on {} events, not on {kind}", names.join(" and ")),
     })
 }
 

@@ -320,6 +320,10 @@ fn arb_event() -> impl Strategy<Value = WireEvent> {
                 duration_ms: None,
                 bitrate_kbps: bitrate,
                 buffer_ms: None,
+                played_ms: None,
+                startup_ms: None,
+                before_start: None,
+                fatal: None,
                 error_code: None,
                 device,
                 cdn: None,
@@ -347,4 +351,46 @@ proptest! {
         let error = check(&with("device", json!(number))).unwrap_err();
         prop_assert_eq!(error.reason_code(), "wrong_type");
     }
+}
+
+#[test]
+fn qoe_fields_are_read_on_the_kinds_they_belong_to() {
+    let mut start = with("startup_ms", json!(850));
+    start["played_ms"] = json!(0);
+    let event = check(&start).unwrap();
+    assert_eq!(event.startup_ms, Some(850));
+    assert_eq!(event.played_ms, Some(0));
+
+    let mut exit = with("kind", json!("stop"));
+    exit["before_start"] = json!(true);
+    assert_eq!(check(&exit).unwrap().before_start, Some(true));
+
+    let mut error = with("kind", json!("error"));
+    error["before_start"] = json!(false);
+    error["fatal"] = json!(false);
+    let event = check(&error).unwrap();
+    assert_eq!((event.before_start, event.fatal), (Some(false), Some(false)));
+
+    let heartbeat = with("kind", json!("heartbeat"));
+    let event = check(&heartbeat).unwrap();
+    assert_eq!((event.startup_ms, event.before_start, event.fatal), (None, None, None));
+}
+
+#[test]
+fn qoe_fields_are_refused_out_of_range_or_on_the_wrong_kind() {
+    rejected_for(with("startup_ms", json!(600_001)), "startup_ms");
+    rejected_for(with("startup_ms", json!(-1)), "startup_ms");
+    rejected_for(with("played_ms", json!(86_400_001u64)), "played_ms");
+    rejected_for(with("played_ms", json!("10")), "played_ms");
+    rejected_for(with("before_start", json!(true)), "before_start");
+    rejected_for(with("fatal", json!(true)), "fatal");
+    let mut heartbeat = with("kind", json!("heartbeat"));
+    heartbeat["startup_ms"] = json!(10);
+    rejected_for(heartbeat, "startup_ms");
+    let mut error = with("kind", json!("error"));
+    error["fatal"] = json!("yes");
+    rejected_for(error, "fatal");
+    let mut stop = with("kind", json!("stop"));
+    stop["before_start"] = json!(1);
+    rejected_for(stop, "before_start");
 }

@@ -252,6 +252,17 @@ impl EventDraft {
         optional_number(b",\"duration_ms\":", self.duration_ms);
         optional_number(b",\"bitrate_kbps\":", self.bitrate_kbps.map(u64::from));
         optional_number(b",\"buffer_ms\":", self.buffer_ms.map(u64::from));
+        optional_number(b",\"played_ms\":", self.played_ms.map(u64::from));
+        optional_number(b",\"startup_ms\":", self.startup_ms.map(u64::from));
+        for (name, flag) in [
+            (&b",\"before_start\":"[..], self.before_start),
+            (&b",\"fatal\":"[..], self.fatal),
+        ] {
+            if let Some(flag) = flag {
+                out.extend_from_slice(name);
+                out.extend_from_slice(if flag { b"true" } else { b"false" });
+            }
+        }
         if let Some(code) = self.error_code {
             write_text(out, b",\"error_code\":", code);
         }
@@ -278,6 +289,10 @@ impl EventDraft {
             duration_ms: self.duration_ms,
             bitrate_kbps: self.bitrate_kbps,
             buffer_ms: self.buffer_ms,
+            played_ms: self.played_ms,
+            startup_ms: self.startup_ms,
+            before_start: self.before_start,
+            fatal: self.fatal,
             error_code: self.error_code.map(SmolStr::new_static),
             device: Some(SmolStr::new_static(self.device)),
             cdn: Some(SmolStr::new_static(self.cdn)),
@@ -301,6 +316,10 @@ impl EventDraft {
             duration_ms: self.duration_ms,
             bitrate_kbps: self.bitrate_kbps,
             buffer_ms: self.buffer_ms,
+            played_ms: self.played_ms,
+            startup_ms: self.startup_ms,
+            before_start: self.before_start,
+            fatal: self.fatal,
             error_code: self.error_code.map(str::to_owned),
             device: Some(self.device.to_owned()),
             cdn: Some(self.cdn.to_owned()),

@@ -86,17 +86,24 @@ pub struct EncodedBlock {
 }
 
 mod flag {
-    pub const SAME_USER: u16 = 1;
-    pub const SAME_SESSION: u16 = 1 << 1;
-    pub const SENT_AT: u16 = 1 << 2;
-    pub const DURATION: u16 = 1 << 3;
-    pub const BITRATE: u16 = 1 << 4;
-    pub const BUFFER: u16 = 1 << 5;
-    pub const ERROR_CODE: u16 = 1 << 6;
-    pub const DEVICE: u16 = 1 << 7;
-    pub const CDN: u16 = 1 << 8;
-    pub const APP_VERSION: u16 = 1 << 9;
-    pub const COUNTRY: u16 = 1 << 10;
+    pub const SAME_USER: u32 = 1;
+    pub const SAME_SESSION: u32 = 1 << 1;
+    pub const SENT_AT: u32 = 1 << 2;
+    pub const DURATION: u32 = 1 << 3;
+    pub const BITRATE: u32 = 1 << 4;
+    pub const BUFFER: u32 = 1 << 5;
+    pub const ERROR_CODE: u32 = 1 << 6;
+    pub const DEVICE: u32 = 1 << 7;
+    pub const CDN: u32 = 1 << 8;
+    pub const APP_VERSION: u32 = 1 << 9;
+    pub const COUNTRY: u32 = 1 << 10;
+    // The QoE fields, added later: rows written before them simply never set these bits.
+    pub const PLAYED: u32 = 1 << 11;
+    pub const STARTUP: u32 = 1 << 12;
+    pub const BEFORE_START: u32 = 1 << 13;
+    pub const BEFORE_START_TRUE: u32 = 1 << 14;
+    pub const FATAL: u32 = 1 << 15;
+    pub const FATAL_TRUE: u32 = 1 << 16;
 }
 
 /// How a block's rows are stored.
@@ -270,8 +277,8 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
 fn encode_row(out: &mut Vec<u8>, event: &PlaybackEvent, previous: Option<&PlaybackEvent>) {
     let same_user = previous.is_some_and(|prev| prev.user_id == event.user_id);
     let same_session = previous.is_some_and(|prev| prev.session_id == event.session_id);
-    let mut flags = 0u16;
-    let mut set = |condition: bool, bit: u16| {
+    let mut flags = 0u32;
+    let mut set = |condition: bool, bit: u32| {
         if condition {
             flags |= bit;
         }
@@ -287,6 +294,12 @@ fn encode_row(out: &mut Vec<u8>, event: &PlaybackEvent, previous: Option<&Playba
     set(event.cdn.is_some(), flag::CDN);
     set(event.app_version.is_some(), flag::APP_VERSION);
     set(event.country.is_some(), flag::COUNTRY);
+    set(event.played_ms.is_some(), flag::PLAYED);
+    set(event.startup_ms.is_some(), flag::STARTUP);
+    set(event.before_start.is_some(), flag::BEFORE_START);
+    set(event.before_start == Some(true), flag::BEFORE_START_TRUE);
+    set(event.fatal.is_some(), flag::FATAL);
+    set(event.fatal == Some(true), flag::FATAL_TRUE);
     put_varint(out, flags as u64);
     match previous.filter(|_| same_user) {
         // Rows of one user are sorted ts DESC, so the step back in time is never negative.
@@ -315,6 +328,12 @@ fn encode_row(out: &mut Vec<u8>, event: &PlaybackEvent, previous: Option<&Playba
     }
     if let Some(buffer) = event.buffer_ms {
         put_varint(out, buffer as u64);
+    }
+    if let Some(played) = event.played_ms {
+        put_varint(out, played as u64);
+    }
+    if let Some(startup) = event.startup_ms {
+        put_varint(out, startup as u64);
     }
     for text in [
         &event.error_code,
@@ -390,8 +409,8 @@ impl<'a> RowReader<'a> {
     }
 
     fn row(&mut self) -> io::Result<PlaybackEvent> {
-        let flags = self.varint()? as u16;
-        let has = |bit: u16| flags & bit != 0;
+        let flags = u32::try_from(self.varint()?).map_err(|_| corrupt("bad row flags"))?;
+        let has = |bit: u32| flags & bit != 0;
         let previous = self.previous.take();
         let (user_id, ts) = match (&previous, has(flag::SAME_USER)) {
             (Some(prev), true) => (prev.user_id, prev.ts - unzigzag(self.varint()?)),
@@ -429,6 +448,18 @@ impl<'a> RowReader<'a> {
         } else {
             None
         };
+        let played_ms = if has(flag::PLAYED) {
+            Some(self.varint()? as u32)
+        } else {
+            None
+        };
+        let startup_ms = if has(flag::STARTUP) {
+            Some(self.varint()? as u32)
+        } else {
+            None
+        };
+        let before_start = has(flag::BEFORE_START).then(|| has(flag::BEFORE_START_TRUE));
+        let fatal = has(flag::FATAL).then(|| has(flag::FATAL_TRUE));
         let error_code = if has(flag::ERROR_CODE) {
             Some(self.text()?)
         } else {
@@ -469,6 +500,10 @@ impl<'a> RowReader<'a> {
             duration_ms,
             bitrate_kbps,
             buffer_ms,
+            played_ms,
+            startup_ms,
+            before_start,
+            fatal,
             error_code,
             device,
             cdn,
@@ -508,6 +543,24 @@ mod tests {
     fn sorted(mut events: Vec<PlaybackEvent>) -> Vec<PlaybackEvent> {
         events.sort_by_key(|event| (event.user_id, event.ts));
         events
+    }
+
+    #[test]
+    fn the_qoe_fields_read_back_absent_false_or_true() {
+        let flags = [None, Some(false), Some(true)];
+        let written: Vec<PlaybackEvent> = (0..9)
+            .map(|i| PlaybackEvent {
+                played_ms: (i % 2 == 0).then_some(i * 1_000),
+                startup_ms: (i % 3 == 0).then_some(700 + i),
+                before_start: flags[i as usize % 3],
+                fatal: flags[i as usize / 3],
+                ..testkit::event(7, 1_700_000_000_000 + i64::from(i) * 10_000)
+            })
+            .collect();
+        for payload in [Payload::Zstd, Payload::AsIs] {
+            let read = decode(&encode_as(&written, payload).bytes).unwrap();
+            assert_eq!(sorted(read), sorted(written.clone()), "{payload:?}");
+        }
     }
 
     #[test]

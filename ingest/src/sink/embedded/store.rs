@@ -441,6 +441,10 @@ mod tests {
             received_at: now_ms(),
             position_ms: 5,
             buffer_ms: Some(40),
+            played_ms: None,
+            startup_ms: None,
+            before_start: None,
+            fatal: None,
             error_code: Some("E1".into()),
             ..testkit::event(user_id, ts)
         }
