@@ -5,7 +5,8 @@
 //! A run reads top to bottom as [`workload`] (who sends what) -> [`schedule`] (when) ->
 //! [`target`] (where: [`http`] to the service, or [`cassandra`] directly, as a baseline) ->
 //! [`run`] (workers and phases) -> [`stats`] (what it took) -> [`report`]; [`verify`] and
-//! [`plan`] work on what a run leaves behind.
+//! [`plan`] work on what a run leaves behind; [`truth`] is the QoE a run's acknowledged events
+//! add up to, per minute.
 
 pub mod acked;
 pub mod cassandra;
@@ -19,5 +20,6 @@ pub mod schedule;
 pub mod settings;
 pub mod stats;
 pub mod target;
+pub mod truth;
 pub mod verify;
 pub mod workload;

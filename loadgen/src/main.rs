@@ -157,6 +157,13 @@ struct HttpArgs {
     /// Log every acknowledged event (event_id, user_id, ts) here, for `loadgen verify`.
     #[arg(long, value_name = "FILE")]
     acked_log: Option<PathBuf>,
+    /// Write the ground truth of the QoE here at the end of the run: per minute of `ts`, what
+    /// the events the service accepted add up to (views, unique viewers, playing and rebuffer
+    /// time, rebuffers, exits before start, startup and playback failures, bitrate x played
+    /// time, every startup time), from loadgen's own records, as NDJSON sorted by minute. Events
+    /// of failed requests and events a 200 answer rejects are left out.
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
     /// An `ingest` API key, when the server has auth on.
     #[arg(long, env = "PLAYPULSE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -488,7 +495,11 @@ fn run_http(args: HttpArgs) -> anyhow::Result<bool> {
         compression: args.compression,
         api_key: args.api_key.map(ApiKey),
     };
-    run_load(target, args.batch, args.acked_log, args.load)
+    let outputs = RunOutputs {
+        acked_log: args.acked_log,
+        truth: args.truth,
+    };
+    run_load(target, args.batch, outputs, args.load)
 }
 
 /// Runs the load straight into Cassandra; Ok(false) when the SLO was missed.
@@ -509,13 +520,20 @@ fn run_cassandra(args: CassandraArgs) -> anyhow::Result<bool> {
         driver_connections: args.driver_connections,
         max_batch_rows: args.max_batch_rows,
     });
-    run_load(target, batch, None, args.load)
+    run_load(target, batch, RunOutputs::default(), args.load)
+}
+
+/// Files a run writes about what was acknowledged, besides its report.
+#[derive(Default)]
+struct RunOutputs {
+    acked_log: Option<PathBuf>,
+    truth: Option<PathBuf>,
 }
 
 fn run_load(
     target: TargetSettings,
     batch: usize,
-    acked_log: Option<PathBuf>,
+    outputs: RunOutputs,
     args: LoadArgs,
 ) -> anyhow::Result<bool> {
     let load = match (args.rate, args.max, args.ramp) {
@@ -554,7 +572,8 @@ fn run_load(
         requested_viewers: args.viewers,
         requested_time_compression: args.time_compression,
         slo_p99_ms: args.slo_p99_ms,
-        acked_log,
+        acked_log: outputs.acked_log,
+        truth: outputs.truth,
     };
     settings.validate()?;
     let report = runtime(threads)?.block_on(loadgen::run::run_load(

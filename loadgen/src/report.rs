@@ -83,6 +83,12 @@ pub struct Report {
     pub ramp: Option<RampReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked_log_events: Option<u64>,
+    /// Events the truth file (`--truth`) counts: the acknowledged ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_events: Option<u64>,
+    /// Lines (minutes) of the truth file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_minutes: Option<u64>,
     pub histogram: EncodedHistogram,
 }
 
@@ -187,6 +193,7 @@ pub struct RunFacts<'a> {
     pub planned_time_compression: Option<f64>,
     pub ts_origin_ms: i64,
     pub acked_log_events: Option<u64>,
+    pub truth: Option<crate::run::TruthWritten>,
 }
 
 impl Report {
@@ -297,6 +304,8 @@ impl Report {
             slo,
             ramp: facts.ramp,
             acked_log_events: facts.acked_log_events,
+            truth_events: facts.truth.map(|truth| truth.events),
+            truth_minutes: facts.truth.map(|truth| truth.minutes),
             histogram: EncodedHistogram::of(&all.latency)?,
         })
     }
@@ -473,6 +482,18 @@ impl Report {
                     .map_or_else(String::new, |path| path.display().to_string())
             );
         }
+        if let (Some(events), Some(minutes)) = (self.truth_events, self.truth_minutes) {
+            let _ = writeln!(
+                out,
+                "  truth         {} events, {} minutes in {}",
+                thousands(events as f64),
+                minutes,
+                settings
+                    .truth
+                    .as_ref()
+                    .map_or_else(String::new, |path| path.display().to_string())
+            );
+        }
         out
     }
 }
@@ -555,6 +576,7 @@ mod tests {
             requested_time_compression: None,
             slo_p99_ms: Some(10.0),
             acked_log: Some("acked.tsv".into()),
+            truth: None,
         }
     }
 
@@ -597,6 +619,7 @@ mod tests {
             planned_time_compression: Some(180.0),
             ts_origin_ms: 1_749_999_000_000,
             acked_log_events: Some(4_000),
+            truth: None,
         })
         .unwrap()
     }
@@ -617,6 +640,7 @@ mod tests {
             planned_time_compression: None,
             ts_origin_ms: 1_749_999_000_000,
             acked_log_events: None,
+            truth: None,
         })
         .unwrap();
         assert_eq!(report.target, "cassandra");

@@ -25,6 +25,7 @@ use crate::schedule::{classify_send, Lateness, OpenSchedule};
 use crate::settings::{LoadShape, RunSettings, TargetSettings};
 use crate::stats::{progress, HistogramError, Sample};
 use crate::target::{Payload, Target};
+use crate::truth::{accepted_flags, Truth, TruthError, TruthEvent, TruthFile};
 use crate::workload::clock::{simulated_span, TimeAxis, ASSUMED_MAX_EVENTS_PER_SEC};
 use crate::workload::{Audience, EventDraft, KindCounts, WorkloadError, ZipfCatalog};
 
@@ -53,6 +54,9 @@ pub enum RunError {
     /// Cassandra cannot be reached, or its schema applied.
     #[error(transparent)]
     Cassandra(#[from] event_cql::CassandraError),
+    /// The truth file (`--truth`) cannot be written.
+    #[error(transparent)]
+    Truth(#[from] TruthError),
 }
 
 /// Runs the load the settings describe, phase by phase, and reports it.
@@ -145,7 +149,10 @@ pub async fn run_load(
     });
     let kinds = runner.kinds();
     let simulated = runner.simulated();
-    let acked_log_events = runner.finish()?;
+    let Finished {
+        acked_log_events,
+        truth,
+    } = runner.finish()?;
     Ok(Report::build(RunFacts {
         settings,
         started_at_ms,
@@ -157,6 +164,7 @@ pub async fn run_load(
         planned_time_compression,
         ts_origin_ms: axis.origin_ms(),
         acked_log_events,
+        truth,
     })?)
 }
 
@@ -203,12 +211,30 @@ impl PhaseResult {
     }
 }
 
-/// The generator: workers, the client they share, and the acknowledged-events log.
+/// What a run leaves behind besides its measurements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// Events in the acknowledged-events log (`--acked-log`).
+    pub acked_log_events: Option<u64>,
+    /// What the truth file (`--truth`) holds.
+    pub truth: Option<TruthWritten>,
+}
+
+/// What the truth file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruthWritten {
+    pub events: u64,
+    pub minutes: u64,
+}
+
+/// The generator: workers, the client they share, the acknowledged-events log and the truth.
 pub struct Runner {
     /// Taken by the tasks of a phase and given back at its end.
     workers: Vec<Worker>,
     target: Target,
     acked_log: Option<AckedLogWriter>,
+    /// Created when the run starts, written when it ends (`--truth`).
+    truth_file: Option<TruthFile>,
     axis: TimeAxis,
     batch: usize,
     miss_slack: Duration,
@@ -226,6 +252,12 @@ impl Runner {
         show_progress: bool,
     ) -> Result<Runner, RunError> {
         let shares = settings.connections as u64;
+        // Before anything is sent: a truth file that cannot be created fails the run at once.
+        let truth_file = settings
+            .truth
+            .as_deref()
+            .map(TruthFile::create)
+            .transpose()?;
         let workers = (0..settings.connections)
             .map(|index| Worker {
                 index,
@@ -236,6 +268,8 @@ impl Runner {
                     shares,
                 ),
                 ids: Vec::new(),
+                sent: Vec::new(),
+                truth: truth_file.as_ref().map(|_| Truth::new()),
                 raw: Vec::new(),
             })
             .collect();
@@ -248,6 +282,7 @@ impl Runner {
             workers,
             target,
             acked_log,
+            truth_file,
             axis,
             batch: settings.batch,
             miss_slack: settings.miss_slack,
@@ -276,6 +311,7 @@ impl Runner {
             miss_slack: self.miss_slack,
             axis: self.axis,
             acked: self.acked_log.as_ref().map(AckedLogWriter::sender),
+            truth: self.truth_file.is_some(),
             stop: self.stop.clone(),
         });
         let tasks: Vec<_> = std::mem::take(&mut self.workers)
@@ -345,9 +381,30 @@ impl Runner {
         Duration::from_millis(furthest)
     }
 
-    /// Flushes the acknowledged-events log; returns how many events it holds.
-    pub fn finish(self) -> Result<Option<u64>, RunError> {
-        Ok(self.acked_log.map(AckedLogWriter::finish).transpose()?)
+    /// Flushes the acknowledged-events log and writes the truth file (the workers' truths
+    /// merged); says what they hold.
+    pub fn finish(self) -> Result<Finished, RunError> {
+        let acked_log_events = self.acked_log.map(AckedLogWriter::finish).transpose()?;
+        let truth = match self.truth_file {
+            Some(file) => {
+                let mut truth = Truth::new();
+                for worker in self.workers {
+                    if let Some(theirs) = worker.truth {
+                        truth.merge(theirs);
+                    }
+                }
+                let minutes = file.write(&truth)? as u64;
+                Some(TruthWritten {
+                    events: truth.events(),
+                    minutes,
+                })
+            }
+            None => None,
+        };
+        Ok(Finished {
+            acked_log_events,
+            truth,
+        })
     }
 }
 
@@ -364,6 +421,8 @@ struct PhaseContext {
     miss_slack: Duration,
     axis: TimeAxis,
     acked: Option<mpsc::Sender<Vec<AckedEvent>>>,
+    /// Whether workers add up the truth (`--truth`).
+    truth: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -379,6 +438,10 @@ struct Worker {
     audience: Audience,
     /// The ids of the request in flight, for the acknowledged-events log.
     ids: Vec<AckedEvent>,
+    /// The QoE fields of the request in flight, for the truth.
+    sent: Vec<TruthEvent>,
+    /// What this worker's acknowledged events add up to (`--truth`).
+    truth: Option<Truth>,
     raw: Vec<u8>,
 }
 
@@ -506,11 +569,16 @@ impl Worker {
                     if ack.accepted + rejected != context.batch {
                         counters.error("ack_count_mismatch", 1);
                     }
-                    if let Some(log) = &context.acked {
-                        let accepted = self.accepted_ids(&ack.rejected);
-                        if log.send(accepted).is_err() {
-                            return Err(AckedLogError::WriterGone.into());
+                    if context.acked.is_some() || context.truth {
+                        let drawn = self.ids.len().max(self.sent.len());
+                        let accepted = accepted_flags(drawn, &ack.rejected);
+                        if let Some(log) = &context.acked {
+                            let ids = self.accepted_ids(accepted.as_deref());
+                            if log.send(ids).is_err() {
+                                return Err(AckedLogError::WriterGone.into());
+                            }
                         }
+                        self.record_truth(accepted.as_deref());
                     }
                 }
                 Err(failure) => interval.counters.error(&failure.label(), 1),
@@ -533,6 +601,7 @@ impl Worker {
     ) -> Result<Payload, RunError> {
         let batch = context.batch;
         self.ids.clear();
+        self.sent.clear();
         match &context.target {
             Target::Http {
                 format,
@@ -598,25 +667,35 @@ impl Worker {
                 ts,
             });
         }
+        if context.truth {
+            self.sent.push(TruthEvent::of(&draft, ts));
+        }
         (draft, ts)
     }
 
-    /// The ids of the request just answered, without the ones the server rejected.
-    fn accepted_ids(&mut self, rejected: &[crate::http::Rejection]) -> Vec<AckedEvent> {
-        if rejected.is_empty() {
+    /// The ids of the request just answered, without the ones the server rejected (`accepted`:
+    /// one flag per event, None when all were).
+    fn accepted_ids(&mut self, accepted: Option<&[bool]>) -> Vec<AckedEvent> {
+        let Some(accepted) = accepted else {
             return std::mem::take(&mut self.ids);
-        }
-        let mut refused = vec![false; self.ids.len()];
-        for rejection in rejected {
-            if let Some(flag) = refused.get_mut(rejection.index) {
-                *flag = true;
-            }
-        }
+        };
         self.ids
             .drain(..)
-            .zip(refused)
-            .filter_map(|(id, refused)| (!refused).then_some(id))
+            .zip(accepted)
+            .filter_map(|(id, accepted)| accepted.then_some(id))
             .collect()
+    }
+
+    /// Adds the events of the request just answered that the server accepted to the truth.
+    fn record_truth(&mut self, accepted: Option<&[bool]>) {
+        let Some(truth) = &mut self.truth else {
+            return;
+        };
+        for (index, event) in self.sent.drain(..).enumerate() {
+            if accepted.is_none_or(|flags| flags.get(index).copied().unwrap_or(true)) {
+                truth.record_event(&event);
+            }
+        }
     }
 }
 

@@ -156,6 +156,10 @@ pub struct RunSettings {
     pub requested_time_compression: Option<f64>,
     pub slo_p99_ms: Option<f64>,
     pub acked_log: Option<PathBuf>,
+    /// Where to write the truth: the QoE of the acknowledged events, per minute
+    /// ([`crate::truth`]). Absent from reports written before it existed.
+    #[serde(default)]
+    pub truth: Option<PathBuf>,
 }
 
 impl RunSettings {
@@ -262,6 +266,7 @@ mod tests {
             requested_time_compression: None,
             slo_p99_ms: None,
             acked_log: None,
+            truth: None,
         }
     }
 

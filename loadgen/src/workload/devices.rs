@@ -14,6 +14,17 @@ pub struct DeviceProfile {
     pub stalls_per_hour: f64,
     /// Player errors per hour of playback.
     pub errors_per_hour: f64,
+    /// Video startup time (play request to first frame) is log-normal: this median, in ms...
+    pub startup_median_ms: f64,
+    /// ... and this standard deviation of its logarithm (0.5: the 99th percentile is 3.2 times
+    /// the median; 0.7: 5.1 times).
+    pub startup_sigma: f64,
+    /// Share of play attempts the viewer abandons before the first frame (exit before video
+    /// start): a `stop` with `before_start`.
+    pub exit_before_start: f64,
+    /// Share of play attempts that fail before the first frame (startup failure): a fatal
+    /// `error` with `before_start`.
+    pub startup_failure: f64,
 }
 
 pub static DEVICES: [(DeviceProfile, u32); 6] = [
@@ -24,6 +35,10 @@ pub static DEVICES: [(DeviceProfile, u32); 6] = [
             ladder_kbps: &[1_500, 3_000, 5_800, 8_000, 16_000],
             stalls_per_hour: 1.0,
             errors_per_hour: 0.3,
+            startup_median_ms: 1_500.0,
+            startup_sigma: 0.55,
+            exit_before_start: 0.025,
+            startup_failure: 0.006,
         },
         35,
     ),
@@ -38,6 +53,10 @@ pub static DEVICES: [(DeviceProfile, u32); 6] = [
             ladder_kbps: &[400, 800, 1_500, 2_500, 4_000],
             stalls_per_hour: 4.0,
             errors_per_hour: 0.8,
+            startup_median_ms: 1_200.0,
+            startup_sigma: 0.7,
+            exit_before_start: 0.035,
+            startup_failure: 0.009,
         },
         30,
     ),
@@ -48,6 +67,10 @@ pub static DEVICES: [(DeviceProfile, u32); 6] = [
             ladder_kbps: &[800, 1_500, 3_000, 5_800],
             stalls_per_hour: 2.0,
             errors_per_hour: 0.6,
+            startup_median_ms: 900.0,
+            startup_sigma: 0.65,
+            exit_before_start: 0.03,
+            startup_failure: 0.008,
         },
         18,
     ),
@@ -58,6 +81,10 @@ pub static DEVICES: [(DeviceProfile, u32); 6] = [
             ladder_kbps: &[1_500, 3_000, 5_800, 8_000, 16_000],
             stalls_per_hour: 0.8,
             errors_per_hour: 0.2,
+            startup_median_ms: 1_000.0,
+            startup_sigma: 0.45,
+            exit_before_start: 0.02,
+            startup_failure: 0.005,
         },
         8,
     ),
@@ -68,6 +95,10 @@ pub static DEVICES: [(DeviceProfile, u32); 6] = [
             ladder_kbps: &[800, 1_500, 3_000, 5_800],
             stalls_per_hour: 2.5,
             errors_per_hour: 0.5,
+            startup_median_ms: 1_000.0,
+            startup_sigma: 0.6,
+            exit_before_start: 0.03,
+            startup_failure: 0.007,
         },
         7,
     ),
@@ -78,6 +109,10 @@ pub static DEVICES: [(DeviceProfile, u32); 6] = [
             ladder_kbps: &[1_500, 3_000, 5_800, 8_000],
             stalls_per_hour: 1.5,
             errors_per_hour: 0.4,
+            startup_median_ms: 2_000.0,
+            startup_sigma: 0.5,
+            exit_before_start: 0.03,
+            startup_failure: 0.01,
         },
         2,
     ),
@@ -143,5 +178,28 @@ mod tests {
         assert!(COUNTRIES
             .iter()
             .all(|(code, _)| wire::CountryCode::parse(code).is_some()));
+    }
+
+    #[test]
+    fn startups_are_plausible_for_every_device() {
+        for (device, _) in &DEVICES {
+            assert!((800.0..=2_000.0).contains(&device.startup_median_ms));
+            assert!((0.3..=0.8).contains(&device.startup_sigma));
+            assert!((0.02..=0.04).contains(&device.exit_before_start));
+            assert!((0.005..=0.01).contains(&device.startup_failure));
+        }
+        // Over the device mix: about 3% exits before start, 0.7% startup failures.
+        let total: f64 = DEVICES.iter().map(|(_, share)| f64::from(*share)).sum();
+        let mean = |of: fn(&DeviceProfile) -> f64| {
+            DEVICES
+                .iter()
+                .map(|(device, share)| of(device) * f64::from(*share))
+                .sum::<f64>()
+                / total
+        };
+        let exits = mean(|device| device.exit_before_start);
+        let failures = mean(|device| device.startup_failure);
+        assert!((0.025..0.035).contains(&exits), "{exits}");
+        assert!((0.006..0.009).contains(&failures), "{failures}");
     }
 }

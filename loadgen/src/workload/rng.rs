@@ -88,6 +88,19 @@ impl Rng {
         (wait.round() as u64).max(1)
     }
 
+    /// A standard normal draw (Box-Muller; one of the pair is dropped, as draws are rare).
+    pub fn normal(&mut self) -> f64 {
+        // 1 - unit() lies in (0, 1], so the logarithm is finite.
+        let radius = (-2.0 * (1.0 - self.unit()).ln()).sqrt();
+        radius * (std::f64::consts::TAU * self.unit()).cos()
+    }
+
+    /// A log-normal draw with the given median and log-space standard deviation `sigma`:
+    /// skewed, with a long tail to the right (`median * e^(2.33 sigma)` at the 99th percentile).
+    pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
+    }
+
     /// Picks an entry with probability proportional to its weight.
     pub fn weighted<'t, T>(&mut self, table: &'t [(T, u32)]) -> &'t T {
         let total: u64 = table.iter().map(|(_, weight)| u64::from(*weight)).sum();
@@ -144,6 +157,21 @@ mod tests {
         let total: u64 = (0..n).map(|_| rng.exponential_ms(10_000.0)).sum();
         let mean = total as f64 / n as f64;
         assert!((mean - 10_000.0).abs() < 150.0, "mean {mean}");
+    }
+
+    #[test]
+    fn log_normal_draws_have_the_requested_median_and_a_right_tail() {
+        let mut rng = Rng::seeded(6);
+        let mut draws: Vec<f64> = (0..100_000).map(|_| rng.log_normal(1_000.0, 0.6)).collect();
+        assert!(draws.iter().all(|x| x.is_finite() && *x > 0.0));
+        draws.sort_by(f64::total_cmp);
+        let median = draws[draws.len() / 2];
+        let p99 = draws[draws.len() * 99 / 100];
+        assert!((970.0..1_030.0).contains(&median), "median {median}");
+        // e^(2.326 x 0.6) = 4.04.
+        assert!((3_800.0..4_300.0).contains(&p99), "p99 {p99}");
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!(mean > median, "skewed right: mean {mean}, median {median}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ async fn an_open_loop_run_reports_its_numbers_and_every_acknowledged_event_is_st
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.json");
     let acked_path = dir.path().join("acked.tsv");
+    let truth_path = dir.path().join("truth.ndjson");
 
     let run = loadgen(
         &[
@@ -39,6 +40,8 @@ async fn an_open_loop_run_reports_its_numbers_and_every_acknowledged_event_is_st
             "5000",
             "--acked-log",
             text(&acked_path),
+            "--truth",
+            text(&truth_path),
             "--report",
             text(&report_path),
             "--quiet",
@@ -49,6 +52,7 @@ async fn an_open_loop_run_reports_its_numbers_and_every_acknowledged_event_is_st
     assert!(run.status.success(), "{}", describe(&run));
     let summary = String::from_utf8_lossy(&run.stdout);
     assert!(summary.contains("SLO p99 <= 5000 ms: met"), "{summary}");
+    assert!(summary.contains("truth "), "{summary}");
 
     let report = Report::read(&report_path).unwrap();
     let totals = &report.totals;
@@ -69,6 +73,19 @@ async fn an_open_loop_run_reports_its_numbers_and_every_acknowledged_event_is_st
     );
     assert!(report.generator_cpu_seconds > 0.0);
     assert_eq!(report.acked_log_events, Some(totals.events_acked));
+    // The truth counts every acknowledged event once, minute by minute.
+    let truth = loadgen::truth::read_ndjson(&truth_path).unwrap();
+    assert!(!truth.is_empty());
+    assert!(truth.windows(2).all(|pair| pair[0].minute < pair[1].minute));
+    assert!(truth.iter().all(|minute| minute.minute % 60_000 == 0));
+    assert_eq!(
+        truth.iter().map(|minute| minute.events).sum::<u64>(),
+        totals.events_acked
+    );
+    assert_eq!(report.truth_events, Some(totals.events_acked));
+    assert_eq!(report.truth_minutes, Some(truth.len() as u64));
+    assert!(truth.iter().map(|minute| minute.playing_ms).sum::<u64>() > 0);
+    assert!(truth.iter().any(|minute| !minute.startup_ms.is_empty()));
     assert_eq!(report.workload.ts_clamped, 0);
     assert_eq!(report.workload.viewers, 500);
 
@@ -190,6 +207,7 @@ async fn an_unreachable_server_is_counted_as_connect_errors_and_misses_the_slo()
         .port();
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("down.json");
+    let truth_path = dir.path().join("down-truth.ndjson");
     let url = format!("http://127.0.0.1:{port}");
 
     let run = loadgen(
@@ -210,12 +228,16 @@ async fn an_unreachable_server_is_counted_as_connect_errors_and_misses_the_slo()
             "100",
             "--report",
             text(&report_path),
+            "--truth",
+            text(&truth_path),
             "--quiet",
         ],
         WITHIN,
     )
     .await;
     assert_eq!(run.status.code(), Some(3), "{}", describe(&run));
+    // Events of failed requests are not in the truth.
+    assert_eq!(loadgen::truth::read_ndjson(&truth_path).unwrap(), vec![]);
     let report = Report::read(&report_path).unwrap();
     assert!(
         report.errors.get("connect").copied().unwrap_or(0) > 0,
@@ -223,6 +245,34 @@ async fn an_unreachable_server_is_counted_as_connect_errors_and_misses_the_slo()
         report.errors
     );
     assert_eq!(report.totals.events_acked, 0);
+
+    // A truth file that cannot be created fails the run before it sends, with its path.
+    let unwritable = dir.path().join("no-such-dir").join("truth.ndjson");
+    let run = loadgen(
+        &[
+            "http",
+            "--url",
+            &url,
+            "--max",
+            "--duration",
+            "1s",
+            "--connections",
+            "1",
+            "--viewers",
+            "10",
+            "--truth",
+            text(&unwritable),
+            "--quiet",
+        ],
+        WITHIN,
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(1), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("truth file") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
