@@ -28,7 +28,7 @@ const ASSIGNED_BITS: [u32; 26] = {
 };
 
 /// A country as an assigned ISO 3166-1 alpha-2 code, stored upper case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CountryCode([u8; 2]);
 
 impl CountryCode {

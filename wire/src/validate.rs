@@ -141,7 +141,12 @@ fn validate_fields(
     let fatal = optional(&raw.fatal)
         .map(|value| boolean("fatal", value))
         .transpose()?;
-    only_on("startup_ms", startup_ms.is_some(), kind, &[EventKind::Start])?;
+    only_on(
+        "startup_ms",
+        startup_ms.is_some(),
+        kind,
+        &[EventKind::Start],
+    )?;
     only_on(
         "before_start",
         before_start.is_some(),
@@ -301,7 +306,10 @@ fn only_on(
     let names: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
     Err(EventError::Invalid {
         field,
-        rule: format!("is only allowed on {} events, not on {kind}", names.join(" and ")),
+        rule: format!(
+            "is only allowed on {} events, not on {kind}",
+            names.join(" and ")
+        ),
     })
 }
 

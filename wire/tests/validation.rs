@@ -369,11 +369,17 @@ fn qoe_fields_are_read_on_the_kinds_they_belong_to() {
     error["before_start"] = json!(false);
     error["fatal"] = json!(false);
     let event = check(&error).unwrap();
-    assert_eq!((event.before_start, event.fatal), (Some(false), Some(false)));
+    assert_eq!(
+        (event.before_start, event.fatal),
+        (Some(false), Some(false))
+    );
 
     let heartbeat = with("kind", json!("heartbeat"));
     let event = check(&heartbeat).unwrap();
-    assert_eq!((event.startup_ms, event.before_start, event.fatal), (None, None, None));
+    assert_eq!(
+        (event.startup_ms, event.before_start, event.fatal),
+        (None, None, None)
+    );
 }
 
 #[test]
