@@ -14,6 +14,8 @@ pub struct Measures {
     pub events: u64,
     /// Play attempts: `start`s, and `stop`s and `error`s sent before the first frame.
     pub views: u64,
+    /// Views that reached the first frame (`start` events): what trending counts.
+    pub starts: u64,
     pub viewers: Distinct,
     pub playing_ms: u64,
     pub rebuffer_ms: u64,
@@ -51,6 +53,7 @@ impl Measures {
         }
         match event.kind {
             EventKind::Start => {
+                self.starts += 1;
                 if let Some(startup) = event.startup_ms {
                     self.startup.record(u64::from(startup));
                 }
@@ -74,6 +77,7 @@ impl Measures {
     pub fn merge(&mut self, other: &Measures) {
         self.events += other.events;
         self.views += other.views;
+        self.starts += other.starts;
         self.viewers.merge(&other.viewers);
         self.playing_ms += other.playing_ms;
         self.rebuffer_ms += other.rebuffer_ms;
@@ -127,6 +131,7 @@ impl Measures {
         for value in [
             self.events,
             self.views,
+            self.starts,
             self.playing_ms,
             self.rebuffer_ms,
             self.rebuffers,
@@ -161,6 +166,7 @@ impl Measures {
         let mut next = || take_varint(input);
         let events = next()?;
         let views = next()?;
+        let starts = next()?;
         let playing_ms = next()?;
         let rebuffer_ms = next()?;
         let rebuffers = next()?;
@@ -174,6 +180,7 @@ impl Measures {
         let measures = Measures {
             events,
             views,
+            starts,
             viewers: Distinct::decode(input)?,
             playing_ms,
             rebuffer_ms,

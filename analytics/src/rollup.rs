@@ -58,13 +58,16 @@ pub enum Grouping {
     /// Every dimension: what filters on several dimensions read.
     Full,
     By(Dimension),
+    /// Title and country: what trending is rebuilt from.
+    TitleCountry,
     /// The whole audience.
     All,
 }
 
 impl Grouping {
-    pub const ALL: [Grouping; 6] = [
+    pub const ALL: [Grouping; 7] = [
         Grouping::Full,
+        Grouping::TitleCountry,
         Grouping::By(Dimension::Title),
         Grouping::By(Dimension::Country),
         Grouping::By(Dimension::Device),
@@ -76,6 +79,7 @@ impl Grouping {
         match self {
             Grouping::Full => "full",
             Grouping::By(dimension) => dimension.as_str(),
+            Grouping::TitleCountry => "title_country",
             Grouping::All => "all",
         }
     }
@@ -91,6 +95,11 @@ impl Grouping {
         match self {
             Grouping::Full => dims.clone(),
             Grouping::All => Dims::default(),
+            Grouping::TitleCountry => Dims {
+                title: dims.title,
+                country: dims.country,
+                ..Dims::default()
+            },
             Grouping::By(dimension) => {
                 let mut kept = Dims::default();
                 match dimension {

@@ -148,8 +148,11 @@ pub(crate) fn dims_from_columns(
     };
     let text = |value: String| (!value.is_empty()).then(|| wire::SmolStr::new(value));
     Ok(Dims {
-        title: matches!(grouping, Grouping::Full | Grouping::By(Dimension::Title))
-            .then_some(title as u64),
+        title: matches!(
+            grouping,
+            Grouping::Full | Grouping::TitleCountry | Grouping::By(Dimension::Title)
+        )
+        .then_some(title as u64),
         country,
         device: text(device),
         cdn: text(cdn),
