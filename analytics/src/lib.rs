@@ -35,3 +35,4 @@ pub fn redis_connection(
         .set_max_delay(Duration::from_millis(500));
     redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)
 }
+pub mod config;

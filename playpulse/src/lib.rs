@@ -4,6 +4,7 @@
 //! `main.rs`.
 
 pub mod access;
+pub mod analytics_http;
 pub mod app;
 pub mod edge;
 pub mod logging;

@@ -27,6 +27,7 @@ use crate::settings::Settings;
 
 /// A command (user, plan, subscription) is a small JSON object.
 const COMMAND_BODY_MAX_BYTES: usize = 64 << 10;
+use crate::analytics_http::{self, AnalyticsApi};
 use crate::side_paths::SidePaths;
 
 /// Builds the sink the settings name; `metrics` counts what the sink does (retries).
@@ -140,6 +141,8 @@ pub struct Service {
     workers: PipelineWorkers,
     side_paths: SidePaths,
     platform: Option<Platform>,
+    /// The analytics routes' state, when `analytics.enabled`.
+    analytics: Option<AnalyticsApi>,
     /// The API keys, when `auth.enabled`.
     keys: Option<ApiKeys>,
     rate_limits: RateLimitSettings,
@@ -187,10 +190,30 @@ impl Service {
             .into_iter()
             .flatten()
             .collect();
+        let mut analytics_api = None;
+        let mut analytics_side_path = None;
+        if settings.analytics.enabled {
+            let sinks = settings
+                .analytics
+                .open(&settings.analytics_engines())
+                .await
+                .context("cannot open the analytics stores ([analytics])")?;
+            analytics_side_path = Some(analytics::sidepath::start(
+                &settings.analytics.settings(),
+                sinks.clone(),
+                settings.analytics.writer(),
+                Arc::new(analytics::sidepath::AnalyticsStats::default()),
+            ));
+            analytics_api = Some(AnalyticsApi {
+                sinks,
+                history: sink.clone(),
+            });
+        }
         let mut side_paths = SidePaths::start(
             &settings.invalidation,
             graph_feeder,
             recommender,
+            analytics_side_path,
             cache.clone(),
             metrics.clone(),
         );
@@ -221,6 +244,7 @@ impl Service {
             workers,
             side_paths,
             platform,
+            analytics: analytics_api,
             keys,
             rate_limits: settings.rate_limits.clone(),
             cors: settings.cors.clone(),
@@ -239,6 +263,10 @@ impl Service {
                 };
                 router.merge(edge::bounded_bodies(platform.router(), limits))
             }
+            None => router,
+        };
+        let router = match &self.analytics {
+            Some(api) => router.merge(analytics_http::router(api.clone())),
             None => router,
         };
         let router = access::wrap(router, self.keys.clone(), &self.rate_limits, &self.cors)?;

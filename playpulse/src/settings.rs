@@ -66,6 +66,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The CQRS platform (users, plans, subscriptions; see the `platform` crate).
     pub platform: PlatformSection,
+    /// QoE rollups, trending and live sessions (the `analytics` crate).
+    pub analytics: analytics::config::AnalyticsSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -168,8 +170,24 @@ impl Settings {
         }
     }
 
+    /// Where the analytics ports find the engines configured in other sections.
+    pub fn analytics_engines(&self) -> analytics::config::Engines {
+        analytics::config::Engines {
+            data_dir: self.embedded.data_dir.clone(),
+            cassandra_nodes: self.cassandra.nodes.clone(),
+            cassandra_replication: self.cassandra.replication.clone(),
+            cassandra_local_datacenter: self.cassandra.local_datacenter.clone(),
+            cassandra_request_timeout: self.cassandra.request_timeout,
+            redis_url: self.redis.url.clone(),
+            redis_key_prefix: self.redis.key_prefix.clone(),
+        }
+    }
+
     /// Rules that types alone do not express.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.analytics
+            .validate()
+            .map_err(|(setting, message)| ConfigError::invalid(&setting, message))?;
         self.platform()
             .validate()
             .map_err(|error| ConfigError::invalid(error.setting, error.message))?;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use analytics::sidepath::{AnalyticsRecorder, AnalyticsTask};
 use cache::Cache;
 use graph::feed::{FeederTask, GraphFeeder};
 use ingest::config::InvalidationSettings;
@@ -40,10 +41,13 @@ impl SidePaths {
     ///    per window. When the graph is fed and the keys include `recommendations:{id}`, it is
     ///    fed by the refresher after each refresh instead of by the batchers: a cached answer
     ///    may only go once its replacement is in the read model.
+    /// 3. `analytics` (`analytics.enabled`): per-minute QoE rollups, trending increments and
+    ///    live-session updates, coalesced and flushed every `analytics.flush_interval`.
     pub fn start(
         settings: &InvalidationSettings,
         graph_feeder: Option<(GraphFeeder, FeederTask)>,
         recommender: Option<Arc<GraphRecommender>>,
+        analytics: Option<(AnalyticsRecorder, AnalyticsTask)>,
         cache: Arc<dyn Cache>,
         metrics: Arc<Metrics>,
     ) -> SidePaths {
@@ -82,6 +86,13 @@ impl SidePaths {
                 finished: Box::pin(task.finished()),
             });
         }
+        if let Some((recorder, task)) = analytics {
+            paths.push(SidePath {
+                name: "analytics",
+                listener: Some(Arc::new(FeedAnalytics(recorder))),
+                finished: Box::pin(task.finished()),
+            });
+        }
         SidePaths { paths }
     }
 
@@ -114,6 +125,15 @@ struct FeedGraph(GraphFeeder);
 impl DurableListener for FeedGraph {
     fn on_durable(&self, events: &[PlaybackEvent]) {
         self.0.record_playback(events);
+    }
+}
+
+/// The analytics recorder as a listener of durable batches.
+struct FeedAnalytics(AnalyticsRecorder);
+
+impl DurableListener for FeedAnalytics {
+    fn on_durable(&self, events: &[PlaybackEvent]) {
+        self.0.record(events);
     }
 }
 

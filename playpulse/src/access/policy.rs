@@ -12,7 +12,8 @@ pub enum Required {
 }
 
 /// `ingest` may only post events; `read` reads history, profiles, subscriptions,
-/// recommendations, similar titles, titles, search, plans and metrics; everything else (commands, payments,
+/// recommendations, similar titles, titles, search, plans, metrics, QoE analytics, trending, live
+/// sessions and continue-watching; everything else (commands, payments,
 /// reports, fraud rings and risk, playback sessions, and routes that do not exist) needs `admin`.
 pub fn required(method: &Method, path: &str) -> Required {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -30,6 +31,13 @@ pub fn required(method: &Method, path: &str) -> Required {
             read
         }
         (&Method::GET | &Method::HEAD, ["v1", "search"]) => read,
+        (
+            &Method::GET | &Method::HEAD,
+            ["v1", "analytics", "qoe" | "live"] | ["v1", "trending"],
+        ) => read,
+        (&Method::GET | &Method::HEAD, ["v1", "users", _, "sessions" | "continue-watching"]) => {
+            read
+        }
         _ => Required::Role(Role::Admin),
     }
 }
@@ -69,6 +77,28 @@ mod tests {
             (Method::GET, "/v1/fraud/rings", Required::Role(Role::Admin)),
             (Method::GET, "/v1/titles/7", Required::Role(Role::Read)),
             (Method::GET, "/v1/search", Required::Role(Role::Read)),
+            (Method::GET, "/v1/analytics/qoe", Required::Role(Role::Read)),
+            (
+                Method::GET,
+                "/v1/analytics/live",
+                Required::Role(Role::Read),
+            ),
+            (Method::GET, "/v1/trending", Required::Role(Role::Read)),
+            (
+                Method::GET,
+                "/v1/users/7/sessions",
+                Required::Role(Role::Read),
+            ),
+            (
+                Method::GET,
+                "/v1/users/7/continue-watching",
+                Required::Role(Role::Read),
+            ),
+            (
+                Method::POST,
+                "/v1/analytics/qoe",
+                Required::Role(Role::Admin),
+            ),
             (Method::POST, "/v1/titles", Required::Role(Role::Admin)),
             (Method::PUT, "/v1/titles/7", Required::Role(Role::Admin)),
             (Method::DELETE, "/v1/titles/7", Required::Role(Role::Admin)),

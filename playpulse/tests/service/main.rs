@@ -3,6 +3,7 @@
 //! shutdown, and the crash test against the real binary.
 
 mod access;
+mod analytics;
 mod cassandra_outage;
 mod cluster;
 mod crash;
