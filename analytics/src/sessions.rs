@@ -265,7 +265,7 @@ impl SessionStore for MemorySessions {
             .filter(|session| session.seen_at > now_ms - self.ttl_ms)
             .cloned()
             .collect();
-        live.sort_by(|a, b| b.last_event_at.cmp(&a.last_event_at));
+        live.sort_by_key(|session| std::cmp::Reverse(session.last_event_at));
         Ok(live)
     }
 
@@ -417,7 +417,7 @@ impl SessionStore for RedisSessions {
             })
             .filter(|session| session.seen_at > now_ms - self.ttl_ms())
             .collect();
-        live.sort_by(|a, b| b.last_event_at.cmp(&a.last_event_at));
+        live.sort_by_key(|session| std::cmp::Reverse(session.last_event_at));
         Ok(live)
     }
 

@@ -234,7 +234,7 @@ async fn a_query_merges_writers_and_minutes_into_hours_and_breaks_down_by_a_dime
                         startup_ms: Some(1_000 + minute as u32),
                         ..event(EventKind::Start, user, 9, at)
                     };
-                    let measures = measures_of(&[start.clone()]);
+                    let measures = measures_of(std::slice::from_ref(&start));
                     let dims = Dims::of(&start);
                     rows.push(row(
                         Grouping::By(Dimension::Country),
@@ -553,20 +553,13 @@ async fn continue_watching_is_rebuilt_from_history_and_then_kept_current() {
 /// trending is lost and rebuilt from the rollups, and equals what the live feed built.
 #[tokio::test]
 async fn the_side_path_rolls_up_trends_and_tracks_sessions_and_trending_is_rebuilt_equal() {
-    let mut profiles: Vec<(
-        Rollups,
-        (&'static str, Arc<dyn TrendingStore>),
-        (&'static str, Arc<dyn SessionStore>),
-    )> = Vec::new();
-    let trends = trending_backends();
-    let sessions = session_backends(Duration::from_secs(120));
-    let mut rollups = rollup_backends().await.into_iter();
-    let mut trends = trends.into_iter();
-    let mut sessions = sessions.into_iter();
-    while let (Some(r), Some(t), Some(s)) = (rollups.next(), trends.next(), sessions.next()) {
-        profiles.push((r, t, s));
-    }
-    for (backend, (trend_name, trending), (_, live)) in profiles {
+    // The embedded profile (SQLite, in process), then the cluster one (Cassandra, Redis).
+    let profiles = rollup_backends()
+        .await
+        .into_iter()
+        .zip(trending_backends())
+        .zip(session_backends(Duration::from_secs(120)));
+    for ((backend, (trend_name, trending)), (_, live)) in profiles {
         let now = testkit::now_ms();
         let sinks = AnalyticsSinks {
             rollups: backend.store.clone(),

@@ -142,9 +142,11 @@ pub(crate) fn dims_from_columns(
 ) -> Result<Dims, AnalyticsError> {
     let country = match country {
         "" => None,
-        code => Some(wire::CountryCode::parse(code).ok_or_else(|| {
-            AnalyticsError::Corrupt(crate::sketch::DecodeError("bad country in a rollup"))
-        })?),
+        code => Some(
+            wire::CountryCode::parse(code).ok_or(AnalyticsError::Corrupt(
+                crate::sketch::DecodeError("bad country in a rollup"),
+            ))?,
+        ),
     };
     let text = |value: String| (!value.is_empty()).then(|| wire::SmolStr::new(value));
     Ok(Dims {

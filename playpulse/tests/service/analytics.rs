@@ -108,6 +108,7 @@ async fn posted_events_show_in_qoe_live_trending_sessions_and_continue_watching(
     assert!((startup - 1_200.0).abs() <= 12.0, "{startup}");
     assert_eq!(qoe["series"][0]["key"], title.to_string());
 
+    let title_text = title.to_string();
     let (status, live) = get(&app, "/v1/analytics/live").await;
     assert_eq!(status, 200, "{live}");
     assert!(live["concurrent_viewers"].as_u64().unwrap() >= 1, "{live}");
@@ -116,7 +117,7 @@ async fn posted_events_show_in_qoe_live_trending_sessions_and_continue_watching(
         .as_array()
         .unwrap()
         .iter()
-        .any(|v| v["value"] == title.to_string()));
+        .any(|v| v["value"] == title_text.as_str()));
 
     let week = "/v1/trending?country=se&window=week&limit=100";
     let trended = eventually(Duration::from_secs(10), || async {
