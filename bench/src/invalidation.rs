@@ -52,7 +52,7 @@ fn histogram_quantile(metrics: &str, name: &str, quantile: f64) -> Option<f64> {
         .map(|(bound, _)| *bound)
 }
 
-fn counter(metrics: &str, name: &str) -> f64 {
+pub(crate) fn counter(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))

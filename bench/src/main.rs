@@ -2,6 +2,7 @@
 //! at the top level (`--json FILE`), declares its target, and exits non-zero when it misses it.
 
 mod abba;
+mod analytics;
 mod body;
 mod cassandra;
 mod cassandra_writes;
@@ -58,6 +59,12 @@ enum Scenario {
     /// The Redis invalidation side path off vs on, alternated in one run (targets: <= 5%
     /// throughput cost; durable-to-UNLINK p99 <= 1 s). Needs Redis: `engines/up redis`.
     Invalidation(invalidation::Args),
+    /// The analytics side path (QoE rollups, trending, live sessions): its cost to ingest off
+    /// vs on (ABBA; Redis commands per event with `--live redis`), every metric per minute
+    /// against loadgen's truth, live-view lag and trending latency under load, and the QoE
+    /// query over a day at minute resolution (targets: cost <= 10%; counts exact, percentiles
+    /// within 1%; qoe p99 <= 50 ms; lag p99 <= 10 s; trending p99 <= 5 ms).
+    Analytics(analytics::Args),
     /// Recommendations and fraud rings on the graph, in one run: hit@10 and NDCG@10 of the graph
     /// recommender vs today's co-watch counts vs popular on a replayed audience with taste;
     /// served p50/p99 (cache, read model, cold); freshness; fraud-ring precision and recall on
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.scenario {
             Scenario::Pipeline(args) => pipeline::run(args).await,
+            Scenario::Analytics(args) => analytics::run(args).await,
             Scenario::Cassandra(args) => cassandra::run(args).await,
             Scenario::CassandraWrites(args) => cassandra_writes::run(args).await,
             Scenario::History(args) => history::run(args).await,
