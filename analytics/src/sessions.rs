@@ -77,21 +77,24 @@ impl LiveSession {
         }
     }
 
-    /// Folds a later (or earlier: batches may come out of order) event of the same session in.
+    /// Folds a later (or earlier: batches may come out of order) event of the same session in,
+    /// in place: this runs once per event, so it allocates only when the device changes.
     pub fn absorb(&mut self, event: &PlaybackEvent) {
-        let newer = LiveSession::of(event);
-        if event.ts >= self.last_event_at {
-            let state = newer.state.or(self.state);
-            *self = LiveSession {
-                state,
-                seen_at: self.seen_at.max(newer.seen_at),
-                duration_ms: newer.duration_ms.or(self.duration_ms),
-                bitrate_kbps: newer.bitrate_kbps.or(self.bitrate_kbps),
-                ..newer
-            };
-        } else {
-            self.seen_at = self.seen_at.max(newer.seen_at);
+        self.seen_at = self.seen_at.max(event.received_at);
+        if event.ts < self.last_event_at {
+            return;
         }
+        self.user_id = event.user_id;
+        self.title = event.content_id;
+        if self.device.as_deref() != event.device.as_deref() && event.device.is_some() {
+            self.device = event.device.as_ref().map(|device| device.to_string());
+        }
+        self.position_ms = event.position_ms;
+        self.duration_ms = event.duration_ms.or(self.duration_ms);
+        self.bitrate_kbps = event.bitrate_kbps.or(self.bitrate_kbps);
+        self.state = PlayerState::after(event).or(self.state);
+        self.last_event_at = event.ts;
+        self.last_event = event.kind;
     }
 
     pub fn ended(&self) -> bool {

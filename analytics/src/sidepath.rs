@@ -45,12 +45,16 @@ impl Default for AnalyticsSettings {
     }
 }
 
+/// The recorder's maps are touched once per event: a seeded fast hash instead of SipHash
+/// (keys come from clients, so still seeded).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// What one shard gathered since the last flush.
 #[derive(Default)]
 struct Pending {
-    deltas: HashMap<(i64, Dims), Measures>,
-    starts: HashMap<(Option<CountryCode>, u64, i64), u64>,
-    sessions: HashMap<Uuid, LiveSession>,
+    deltas: FastMap<(i64, Dims), Measures>,
+    starts: FastMap<(Option<CountryCode>, u64, i64), u64>,
+    sessions: FastMap<Uuid, LiveSession>,
 }
 
 impl Pending {
@@ -217,8 +221,8 @@ pub fn start(
 /// One recent minute: its cells in every grouping, and those not yet written.
 #[derive(Default)]
 struct MinuteCells {
-    cells: HashMap<CellKey, Measures>,
-    dirty: HashSet<CellKey>,
+    cells: FastMap<CellKey, Measures>,
+    dirty: HashSet<CellKey, foldhash::fast::RandomState>,
 }
 
 struct Flusher {
@@ -264,7 +268,7 @@ impl Flusher {
         self.flush_sessions(pending.sessions).await;
     }
 
-    async fn flush_rollups(&mut self, deltas: HashMap<(i64, Dims), Measures>) -> bool {
+    async fn flush_rollups(&mut self, deltas: FastMap<(i64, Dims), Measures>) -> bool {
         for ((minute, dims), measures) in deltas {
             if !self.minutes.contains_key(&minute) && minute <= self.evicted_through {
                 self.reload(minute).await;
@@ -450,7 +454,7 @@ impl Flusher {
         }
     }
 
-    async fn flush_sessions(&mut self, sessions: HashMap<Uuid, LiveSession>) {
+    async fn flush_sessions(&mut self, sessions: FastMap<Uuid, LiveSession>) {
         if sessions.is_empty() {
             return;
         }

@@ -398,8 +398,29 @@ fn now_ms() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
+/// Distinct seeded cells (each row clones one: building every row's own would take minutes).
+const SEED_CELLS: u64 = 200;
+
+/// A cell of 50 starts by 50 viewers, with startup times, playing time and bitrates.
+fn seeded_cell(seed: u64, now: i64) -> Measures {
+    let mut measures = Measures::default();
+    for i in 0..50u64 {
+        let event = wire::PlaybackEvent {
+            kind: wire::EventKind::Start,
+            user_id: seed * 1_000 + i,
+            startup_ms: Some((500 + (seed * 37 + i * 13) % 4_000) as u32),
+            played_ms: Some(30_000),
+            bitrate_kbps: Some(3_000 + (i % 5) as u32 * 500),
+            received_at: now,
+            ..testkit_like_event()
+        };
+        measures.record(&event);
+    }
+    measures
+}
+
 /// Writes a day of minutes into the embedded rollup store under `data_dir`: per minute the whole
-/// audience, 20 countries, 6 devices, 4 CDNs and 200 titles, each cell with a few hundred views.
+/// audience, 20 countries, 6 devices, 4 CDNs and 200 titles, each cell with 50 views.
 async fn seed_day(data_dir: &Path) -> anyhow::Result<usize> {
     let store = analytics::store::sqlite::SqliteRollups::open(
         &data_dir.join("analytics").join("rollups.sqlite"),
@@ -415,22 +436,9 @@ async fn seed_day(data_dir: &Path) -> anyhow::Result<usize> {
     let first = analytics::rollup::minute_of(now - 86_400_000);
     let mut rows = Vec::new();
     let mut written = 0;
-    let cell = |seed: u64| {
-        let mut measures = Measures::default();
-        for i in 0..300u64 {
-            let event = wire::PlaybackEvent {
-                kind: wire::EventKind::Start,
-                user_id: seed * 1_000 + i,
-                startup_ms: Some((500 + (seed * 37 + i * 13) % 4_000) as u32),
-                played_ms: Some(30_000),
-                bitrate_kbps: Some(3_000 + (i % 5) as u32 * 500),
-                received_at: now,
-                ..testkit_like_event()
-            };
-            measures.record(&event);
-        }
-        measures
-    };
+    let cells: Vec<Measures> = (0..SEED_CELLS).map(|seed| seeded_cell(seed, now)).collect();
+    let cell = |seed: u64| cells[(seed % SEED_CELLS) as usize].clone();
+
     for minute in 0..1_440i64 {
         let at = first + minute * MINUTE_MS;
         let key = |grouping: Grouping, dims: Dims| CellKey {

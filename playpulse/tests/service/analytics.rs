@@ -89,7 +89,7 @@ async fn posted_events_show_in_qoe_live_trending_sessions_and_continue_watching(
 
     let from = now - 60_000;
     let path = format!("/v1/analytics/qoe?from={from}&to={now}&by=title&title={title}");
-    let rolled_up = eventually(Duration::from_secs(10), || async {
+    let rolled_up = eventually(Duration::from_secs(20), || async {
         let (status, body) = get(&app, &path).await;
         status == 200 && body["totals"]["events"] == 5
     })
@@ -120,7 +120,7 @@ async fn posted_events_show_in_qoe_live_trending_sessions_and_continue_watching(
         .any(|v| v["value"] == title_text.as_str()));
 
     let week = "/v1/trending?country=se&window=week&limit=100";
-    let trended = eventually(Duration::from_secs(10), || async {
+    let trended = eventually(Duration::from_secs(20), || async {
         let (status, body) = get(&app, week).await;
         status == 200
             && body["titles"]
