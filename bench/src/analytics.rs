@@ -405,14 +405,12 @@ const SEED_CELLS: u64 = 200;
 fn seeded_cell(seed: u64, now: i64) -> Measures {
     let mut measures = Measures::default();
     for i in 0..50u64 {
+        let user_id = seed * 1_000 + i;
         let event = wire::PlaybackEvent {
-            kind: wire::EventKind::Start,
-            user_id: seed * 1_000 + i,
             startup_ms: Some((500 + (seed * 37 + i * 13) % 4_000) as u32),
             played_ms: Some(30_000),
             bitrate_kbps: Some(3_000 + (i % 5) as u32 * 500),
-            received_at: now,
-            ..testkit_like_event()
+            ..crate::body::start_event(uuid::Uuid::from_u128(1), user_id, seed, now, now)
         };
         measures.record(&event);
     }
@@ -511,30 +509,4 @@ async fn seed_day(data_dir: &Path) -> anyhow::Result<usize> {
     store.write(&rows).await?;
     written += rows.len();
     Ok(written)
-}
-
-fn testkit_like_event() -> wire::PlaybackEvent {
-    wire::PlaybackEvent {
-        event_id: uuid::Uuid::from_u128(1),
-        session_id: uuid::Uuid::from_u128(2),
-        user_id: 0,
-        content_id: 0,
-        kind: wire::EventKind::Heartbeat,
-        ts: 0,
-        sent_at: None,
-        received_at: 0,
-        position_ms: 0,
-        duration_ms: None,
-        bitrate_kbps: None,
-        buffer_ms: None,
-        played_ms: None,
-        startup_ms: None,
-        before_start: None,
-        fatal: None,
-        error_code: None,
-        device: None,
-        cdn: None,
-        app_version: None,
-        country: None,
-    }
 }
