@@ -11,6 +11,7 @@ mod hostile;
 mod http;
 mod invalidation;
 mod latte;
+mod ops;
 mod pipeline;
 mod recommendations;
 mod report;
@@ -78,6 +79,10 @@ enum Scenario {
     /// ms and p99 <= 100 ms; full text p95 <= 100 ms; searchable p99 <= 2 s). Needs
     /// `engines/up opensearch` unless `--engines tantivy`.
     Search(search::Args),
+    /// The operator dashboard's cost: server CPU of the page and of each refresh (what its
+    /// script reads every 2 s) against the server's CPU at saturation (target: one open tab
+    /// < 1%).
+    Ops(ops::Args),
 }
 
 /// Options every scenario shares.
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             Scenario::Invalidation(args) => invalidation::run(args).await,
             Scenario::Recommendations(args) => recommendations::run(args).await,
             Scenario::Search(args) => search::run(args).await,
+            Scenario::Ops(args) => ops::run(args).await,
         }
     });
     match outcome {

@@ -27,6 +27,29 @@ const STATUSES: [u16; 14] = [
     200, 201, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 503, 504,
 ];
 
+/// Counters kept elsewhere (the platform's refresher, the analytics side path) that `/metrics`
+/// renders after the service's own: one exposition, so the dashboard and a scraper read the
+/// same numbers.
+pub trait MetricsSource: Send + Sync + 'static {
+    fn render(&self, out: &mut String);
+}
+
+/// One counter in the exposition.
+pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+/// One gauge in the exposition.
+pub fn write_gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
     bounds: &'static [f64],
@@ -201,12 +224,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
+        let counter = write_counter;
         counter(
             &mut out,
             "playpulse_events_accepted_total",
@@ -259,12 +277,7 @@ impl Metrics {
             "playpulse_ack_seconds",
             "Time from request to acknowledgement (200 only).",
         );
-        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
+        let gauge = write_gauge;
         gauge(
             &mut out,
             "playpulse_queue_depth_events",

@@ -38,16 +38,18 @@ async fn not_found() -> Response {
 }
 
 /// Turns an error answer that is not JSON (from axum's routing and extractors) into the
-/// service's shape, keeping its status and headers (`Allow`, `Retry-After`).
+/// service's shape, keeping its status and headers (`Allow`, `Retry-After`). The dashboard's
+/// login page (HTML, for a person) is left as it is.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
-    let is_json = response
+    let answered_as = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !is_error || is_json {
+        .unwrap_or("");
+    let ours = answered_as.starts_with("application/json") || answered_as.starts_with("text/html");
+    if !is_error || ours {
         return response;
     }
     let message = match status {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
 use event_cql::CassandraConfig;
 use ingest::config::{CacheKind, HistoryLayout, SinkKind};
-use ingest::http::{self, AppState, Degradable, PlaybackSessions};
+use ingest::http::{self, AppState, PlaybackSessions};
 use ingest::pipeline::{Pipeline, PipelineWorkers};
 use ingest::sink::cassandra::{CassandraChunks, CassandraSink};
 use ingest::sink::embedded::{open_packed, EmbeddedSink, StoreOptions};
@@ -24,9 +24,12 @@ use crate::access::limits::RateLimitSettings;
 use crate::access::{self, CorsSettings};
 use crate::edge::{self, BodyLimits};
 use crate::settings::Settings;
+use crate::{metric_sources, ops, readiness};
 
 /// A command (user, plan, subscription) is a small JSON object.
 const COMMAND_BODY_MAX_BYTES: usize = 64 << 10;
+/// The dashboard's login form holds one key.
+const OPS_FORM_MAX_BYTES: usize = 4 << 10;
 use crate::analytics_http::{self, AnalyticsApi};
 use crate::side_paths::SidePaths;
 
@@ -104,36 +107,6 @@ pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> 
     }
 }
 
-/// The graph as a dependency of readiness: when it does not answer, recommendations and fraud
-/// rings are served as last computed (with their age), and the service stays ready.
-struct GraphReadiness(Arc<dyn graph::GraphStore>);
-
-#[async_trait::async_trait]
-impl Degradable for GraphReadiness {
-    fn name(&self) -> &'static str {
-        "graph"
-    }
-
-    async fn ready(&self) -> bool {
-        self.0.ready().await
-    }
-}
-
-/// Search down: search answers 503, everything else goes on (titles' changes wait in the
-/// catalog's outbox).
-struct SearchReadiness(Arc<dyn search::SearchIndex>);
-
-#[async_trait::async_trait]
-impl Degradable for SearchReadiness {
-    fn name(&self) -> &'static str {
-        "search"
-    }
-
-    async fn ready(&self) -> bool {
-        self.0.ready().await
-    }
-}
-
 /// The running service: handlers' state, the batchers, the side paths and the platform.
 pub struct Service {
     /// What every ingest handler reaches; clone it to drive the handlers in process.
@@ -143,6 +116,8 @@ pub struct Service {
     platform: Option<Platform>,
     /// The analytics routes' state, when `analytics.enabled`.
     analytics: Option<AnalyticsApi>,
+    /// What the dashboard says about this service.
+    ops: ops::PageFacts,
     /// The API keys, when `auth.enabled`.
     keys: Option<ApiKeys>,
     rate_limits: RateLimitSettings,
@@ -179,17 +154,14 @@ impl Service {
         let recommender = platform
             .as_ref()
             .map(|platform| platform.recommender().clone());
-        let degradable: Vec<Arc<dyn Degradable>> = platform
+        let mut degradable = platform
             .as_ref()
-            .map(|platform| {
-                [
-                    Arc::new(GraphReadiness(platform.graph().clone())) as Arc<dyn Degradable>,
-                    Arc::new(SearchReadiness(platform.catalog().index().clone())),
-                ]
-            })
-            .into_iter()
-            .flatten()
-            .collect();
+            .map(readiness::of_platform)
+            .unwrap_or_default();
+        let mut metric_sources = platform
+            .as_ref()
+            .map(metric_sources::of_platform)
+            .unwrap_or_default();
         let mut analytics_api = None;
         let mut analytics_side_path = None;
         if settings.analytics.enabled {
@@ -198,12 +170,15 @@ impl Service {
                 .open(&settings.analytics_engines())
                 .await
                 .context("cannot open the analytics stores ([analytics])")?;
+            let stats = Arc::new(analytics::sidepath::AnalyticsStats::default());
             analytics_side_path = Some(analytics::sidepath::start(
                 &settings.analytics.settings(),
                 sinks.clone(),
                 settings.analytics.writer(),
-                Arc::new(analytics::sidepath::AnalyticsStats::default()),
+                stats.clone(),
             ));
+            degradable.push(readiness::of_analytics(&sinks));
+            metric_sources.push(Arc::new(metric_sources::AnalyticsMetrics(stats)));
             analytics_api = Some(AnalyticsApi {
                 sinks,
                 history: sink.clone(),
@@ -238,9 +213,18 @@ impl Service {
                 ttl: settings.auth.playback_token_ttl,
             }),
             degradable,
+            metric_sources,
         };
+        let ops = ops_facts(
+            settings,
+            &state,
+            side_paths.names(),
+            &analytics_api,
+            &platform,
+        );
         Ok(Service {
             state,
+            ops,
             workers,
             side_paths,
             platform,
@@ -269,6 +253,14 @@ impl Service {
             Some(api) => router.merge(analytics_http::router(api.clone())),
             None => router,
         };
+        let ops_limits = BodyLimits {
+            max_bytes: OPS_FORM_MAX_BYTES,
+            timeout: self.state.server.body_timeout,
+        };
+        let router = router.merge(edge::bounded_bodies(
+            ops::router(self.ops.clone(), self.keys.clone()),
+            ops_limits,
+        ));
         let router = access::wrap(router, self.keys.clone(), &self.rate_limits, &self.cors)?;
         Ok(edge::wrap(router))
     }
@@ -298,5 +290,55 @@ impl Service {
             platform.shutdown().await;
         }
         side_paths.finished().await;
+    }
+}
+
+/// What the dashboard shows of the service's make-up: its engines, side paths and ports, in
+/// `/readyz`'s names.
+fn ops_facts(
+    settings: &Settings,
+    state: &AppState,
+    side_paths: Vec<&'static str>,
+    analytics: &Option<AnalyticsApi>,
+    platform: &Option<Platform>,
+) -> ops::PageFacts {
+    let lower = |kind: &dyn std::fmt::Debug| format!("{kind:?}").to_lowercase();
+    let sink = lower(&settings.sink.kind);
+    let cache = lower(&settings.cache.kind);
+    let mut ports = vec![
+        ops::Port {
+            key: "sink",
+            label: format!("Event store · {sink}"),
+            required: true,
+        },
+        ops::Port {
+            key: "cache",
+            label: format!("Cache · {cache}"),
+            required: true,
+        },
+    ];
+    let engines = settings.platform();
+    for dependency in &state.degradable {
+        let label = match dependency.name() {
+            "commands" => format!("Command store · {}", lower(&engines.commands.kind)),
+            "graph" => format!("Graph · {}", lower(&engines.graph.kind)),
+            "search" => format!("Search · {}", lower(&engines.search.kind)),
+            "analytics" => format!("QoE rollups · {}", lower(&settings.analytics.store)),
+            other => other.to_owned(),
+        };
+        ports.push(ops::Port {
+            key: dependency.name(),
+            label,
+            required: false,
+        });
+    }
+    ops::PageFacts {
+        version: env!("CARGO_PKG_VERSION"),
+        sink,
+        cache,
+        side_paths,
+        ports,
+        analytics: analytics.is_some(),
+        platform: platform.is_some(),
     }
 }

@@ -20,7 +20,7 @@ pub use sessions::NewSession;
 use crate::config::ServerSettings;
 use crate::pipeline::Pipeline;
 use crate::sink::EventSink;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, MetricsSource};
 use crate::tokens::PlaybackTokens;
 use cache::Cache;
 
@@ -39,6 +39,8 @@ pub struct AppState {
     /// Dependencies whose failure degrades some answers without making the service unready
     /// (the graph: recommendations are then served stale, with their age).
     pub degradable: Vec<Arc<dyn Degradable>>,
+    /// Counters of the rest of the service, rendered by `/metrics` after the ingest path's.
+    pub metric_sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 /// A dependency `/readyz` reports as `ok` or `degraded`, never as a reason to refuse traffic.

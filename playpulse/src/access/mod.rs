@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use platform::keys::{ApiKeys, Role};
 use serde::Deserialize;
@@ -117,11 +117,17 @@ async fn admit(State(access): State<Access>, mut request: Request, next: Next) -
         }
     }
     if let (Some(keys), Required::Role(needed)) = (&access.keys, required) {
+        // A person opening the dashboard is shown the login form, not a JSON 401.
+        let to_login = is_dashboard(&request);
         let Some(presented) = presented_key(&request) else {
+            if to_login {
+                return see_login();
+            }
             return unauthorized("this route needs an API key: send `Authorization: Bearer KEY`");
         };
         let key = match keys.authenticate(&presented).await {
             Ok(Some(key)) => key,
+            Ok(None) if to_login => return see_login(),
             Ok(None) => return unauthorized("unknown or revoked API key"),
             Err(error) => {
                 tracing::warn!(%error, "cannot check an API key");
@@ -163,9 +169,24 @@ fn client_address(request: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
 }
 
-/// `Authorization: Bearer KEY`, or for `POST /v1/events` also `?key=KEY` (a browser's
-/// `navigator.sendBeacon` cannot set headers; only the ingest route takes it, so a read or
-/// admin key is not put in URLs that end up in logs).
+fn is_dashboard(request: &Request) -> bool {
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.uri().path().trim_end_matches('/') == "/ops"
+}
+
+fn see_login() -> Response {
+    let mut answer = StatusCode::SEE_OTHER.into_response();
+    answer
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/ops/login"));
+    answer
+}
+
+/// `Authorization: Bearer KEY`; on `GET` and `HEAD`, the dashboard's login cookie; for
+/// `POST /v1/events` also `?key=KEY` (a browser's `navigator.sendBeacon` cannot set headers;
+/// only the ingest route takes it, so a read or admin key is not put in URLs that end up in
+/// logs). The cookie is never taken on other methods, so a page elsewhere cannot make a
+/// logged-in browser post a command (it is `SameSite=Strict` besides).
 fn presented_key(request: &Request) -> Option<String> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
@@ -173,6 +194,18 @@ fn presented_key(request: &Request) -> Option<String> {
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| key.trim().to_owned());
+    }
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|cookies| cookies.split(';'))
+            .find_map(|cookie| {
+                let (name, value) = cookie.trim().split_once('=')?;
+                (name == crate::ops::KEY_COOKIE).then(|| value.to_owned())
+            });
     }
     if request.method() != Method::POST || request.uri().path() != "/v1/events" {
         return None;

@@ -8,18 +8,24 @@ use platform::keys::Role;
 pub enum Required {
     /// Probes: answered for anyone.
     Public,
+    /// No key needed, but the client address's rate limit applies (the dashboard's login page
+    /// and its static files).
+    Open,
     Role(Role),
 }
 
 /// `ingest` may only post events; `read` reads history, profiles, subscriptions,
 /// recommendations, similar titles, titles, search, plans, metrics, QoE analytics, trending, live
 /// sessions and continue-watching; everything else (commands, payments,
-/// reports, fraud rings and risk, playback sessions, and routes that do not exist) needs `admin`.
+/// reports, fraud rings and risk, playback sessions, the dashboard `/ops`, and routes that do not
+/// exist) needs `admin`. The dashboard's login page and static files need no key.
 pub fn required(method: &Method, path: &str) -> Required {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = Required::Role(Role::Read);
     match (method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, ["healthz"] | ["readyz"]) => Required::Public,
+        (&Method::GET | &Method::HEAD, ["ops", "login"] | ["ops", "assets", _]) => Required::Open,
+        (&Method::POST, ["ops", "login" | "logout"]) => Required::Open,
         (&Method::POST, ["v1", "events"]) => Required::Role(Role::Ingest),
         (&Method::GET | &Method::HEAD, ["metrics"] | ["v1", "plans"]) => read,
         (&Method::GET | &Method::HEAD, ["v1", "users", _]) => read,
@@ -109,6 +115,12 @@ mod tests {
             ),
             (Method::GET, "/v1/users/7/risk", Required::Role(Role::Admin)),
             (Method::GET, "/metrics", Required::Role(Role::Read)),
+            (Method::GET, "/ops", Required::Role(Role::Admin)),
+            (Method::GET, "/ops/login", Required::Open),
+            (Method::POST, "/ops/login", Required::Open),
+            (Method::POST, "/ops/logout", Required::Open),
+            (Method::GET, "/ops/assets/ops.js", Required::Open),
+            (Method::GET, "/ops/assets", Required::Role(Role::Admin)),
             (
                 Method::GET,
                 "/v1/users/7/payments",

@@ -9,22 +9,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Creates a key in the command store the app uses (its data directory).
-async fn create_key(app: &TestApp, role: Role, name: &str) -> String {
-    let keys = platform::open_api_keys(&settings_of(app).platform())
-        .await
-        .expect("the key store opens");
-    keys.create(role, name).await.expect("a key is created").0
-}
-
-fn settings_of(app: &TestApp) -> Settings {
-    let overrides = Overrides {
-        listen: None,
-        data_dir: Some(app.dir.path().to_owned()),
-    };
-    Settings::load(None, std::iter::empty(), &overrides).unwrap()
-}
-
 async fn get(app: &TestApp, path: &str, key: Option<&str>) -> reqwest::Response {
     let mut request = app.client.get(app.url(path));
     if let Some(key) = key {

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use platform::keys::Role;
 use playpulse::{Application, Overrides, Settings};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -125,4 +126,20 @@ pub fn ids(events: &[Value]) -> Vec<String> {
         .iter()
         .map(|event| event["event_id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Creates a key in the command store the app uses (its data directory).
+pub async fn create_key(app: &TestApp, role: Role, name: &str) -> String {
+    let keys = platform::open_api_keys(&settings_of(app).platform())
+        .await
+        .expect("the key store opens");
+    keys.create(role, name).await.expect("a key is created").0
+}
+
+pub fn settings_of(app: &TestApp) -> Settings {
+    let overrides = Overrides {
+        listen: None,
+        data_dir: Some(app.dir.path().to_owned()),
+    };
+    Settings::load(None, std::iter::empty(), &overrides).unwrap()
 }

@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod history;
 mod hostile;
+mod ops;
 mod platform;
 mod redis_invalidation;
 mod shutdown;
