@@ -36,7 +36,8 @@ cleanup() {
 trap cleanup EXIT
 
 port="$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-key="$("$playpulse" keys create --role admin --name python-tests --data-dir "$work/data")"
+key="$("$playpulse" keys create --role admin --name python-tests --data-dir "$work/data" 2>/dev/null)"
+read_key="$("$playpulse" keys create --role read --name python-tests-read --data-dir "$work/data" 2>/dev/null)"
 PLAYPULSE_AUTH__ENABLED=true "$playpulse" serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
     >"$output/python-tests-serve.log" 2>&1 &
 service_pid=$!
@@ -54,7 +55,7 @@ for _ in $(seq 1 120); do
 done
 curl -sf "$url/readyz" >/dev/null || { echo "playpulse serve is not ready after 60 s" >&2; exit 1; }
 
-export PLAYPULSE_URL="$url" PLAYPULSE_API_KEY="$key" PLAYPULSE_BIN="$playpulse" \
+export PLAYPULSE_URL="$url" PLAYPULSE_API_KEY="$key" PLAYPULSE_READ_KEY="$read_key" PLAYPULSE_BIN="$playpulse" \
     PLAYPULSE_LOADGEN="$loadgen" PLAYPULSE_TEST_OUTPUT="$output" SE_OFFLINE=true
 # Arguments, if any, choose what pytest runs (a directory, `-k name`); by default both suites.
 if (($#)); then

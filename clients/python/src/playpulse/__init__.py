@@ -1,0 +1,87 @@
+"""PlayPulse's Python client: the platform API (:class:`PlayPulse`) and a batching
+playback-event sender (:class:`EventSender`)."""
+
+from ._retry import Backoff
+from ._version import __version__
+from .client import PlayPulse
+from .errors import (
+    BadRequest,
+    BufferFull,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    PaymentRequired,
+    PlayPulseError,
+    RateLimited,
+    RequestTimeout,
+    SenderClosed,
+    TransportError,
+    Unauthorized,
+    Unavailable,
+    UnexpectedStatus,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+)
+from .events import EventSender, SenderStats, now_ms, playback_event
+from .models import (
+    EVENT_KINDS,
+    HistoryEvent,
+    IngestResult,
+    PlaybackEvent,
+    Plan,
+    Profile,
+    Recommendation,
+    Recommendations,
+    Rejection,
+    SimilarTitle,
+    SimilarTitles,
+    Subscription,
+    Trending,
+    TrendingTitle,
+    User,
+)
+
+__all__ = [
+    "__version__",
+    "PlayPulse",
+    "EventSender",
+    "SenderStats",
+    "Backoff",
+    "playback_event",
+    "now_ms",
+    "EVENT_KINDS",
+    # errors
+    "PlayPulseError",
+    "BadRequest",
+    "Unauthorized",
+    "PaymentRequired",
+    "Forbidden",
+    "NotFound",
+    "RequestTimeout",
+    "Conflict",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
+    "UnprocessableEntity",
+    "RateLimited",
+    "Unavailable",
+    "UnexpectedStatus",
+    "TransportError",
+    "BufferFull",
+    "SenderClosed",
+    # answers
+    "PlaybackEvent",
+    "HistoryEvent",
+    "IngestResult",
+    "Rejection",
+    "User",
+    "Plan",
+    "Subscription",
+    "Profile",
+    "Recommendation",
+    "Recommendations",
+    "SimilarTitle",
+    "SimilarTitles",
+    "Trending",
+    "TrendingTitle",
+]
