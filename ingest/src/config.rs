@@ -91,6 +91,7 @@ pub struct PipelineSettings {
 pub enum SinkKind {
     Embedded,
     Cassandra,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]

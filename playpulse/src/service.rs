@@ -14,6 +14,7 @@ use ingest::pipeline::{Pipeline, PipelineWorkers};
 use ingest::sink::cassandra::{CassandraChunks, CassandraSink};
 use ingest::sink::embedded::{open_packed, EmbeddedSink, StoreOptions};
 use ingest::sink::packed::PackedSink;
+use ingest::sink::postgres::PostgresSink;
 use ingest::sink::EventSink;
 use ingest::telemetry::Metrics;
 use ingest::tokens::PlaybackTokens;
@@ -89,6 +90,12 @@ pub async fn build_sink(
                 }
             })
         }
+        SinkKind::Postgres => Ok(PostgresSink::connect(
+            &settings.postgres,
+            settings.sink.retention,
+        )
+        .await
+        .context("cannot start the PostgreSQL sink (sink.kind = \"postgres\", [postgres])")?),
     }
 }
 

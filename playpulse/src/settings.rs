@@ -59,6 +59,8 @@ pub struct Settings {
     pub sink: SinkSettings,
     pub embedded: EmbeddedSettings,
     pub cassandra: CassandraSettings,
+    /// The PostgreSQL event sink (`sink.kind = "postgres"`).
+    pub postgres: ingest::sink::postgres::PostgresSinkSettings,
     pub chunks: ChunkSettings,
     pub cache: CacheSettings,
     pub redis: RedisSettings,

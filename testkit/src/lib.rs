@@ -1,10 +1,12 @@
 //! What PlayPulse's tests share (a dev-dependency only): the real engines or a loud skip
 //! ([`engines`]), names no other test uses ([`unique_name`]), [`free_port`], test events
 //! ([`event`], [`full_event`]), polling with a deadline ([`eventually`]), never a sleep, and a
-//! keyspace of one's own on Cassandra ([`cassandra::TestKeyspace`]).
+//! keyspace of one's own on Cassandra ([`cassandra::TestKeyspace`]) and a database of one's own
+//! on PostgreSQL ([`postgres::fresh_database`]).
 
 pub mod cassandra;
 pub mod engines;
+pub mod postgres;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,6 +5,7 @@ pub mod block;
 pub mod cassandra;
 pub mod embedded;
 pub mod packed;
+pub mod postgres;
 
 use std::sync::Arc;
 

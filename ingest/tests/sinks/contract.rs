@@ -40,6 +40,15 @@ pub async fn cassandra(retention: Duration) -> Option<StoreUnderTest> {
     })
 }
 
+/// Real PostgreSQL: a fresh database per test.
+pub async fn postgres(retention: Duration) -> Option<StoreUnderTest> {
+    let sink = crate::postgres::postgres_store(retention).await?;
+    Some(StoreUnderTest {
+        sink,
+        _guard: Box::new(()),
+    })
+}
+
 fn all(user_id: u64) -> HistoryQuery {
     HistoryQuery {
         user_id,
@@ -266,3 +275,4 @@ contract_suite!(embedded_rows, super::embedded);
 contract_suite!(cassandra_rows, super::cassandra);
 contract_suite!(embedded_chunks, crate::packed::embedded_store);
 contract_suite!(cassandra_chunks, crate::packed::cassandra_store);
+contract_suite!(postgres_rows, super::postgres);

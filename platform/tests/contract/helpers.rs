@@ -119,26 +119,6 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
 
 /// Drops the test databases earlier runs left behind (every engine test makes one): 1,705 of
 /// them once filled 14 GB.
-async fn drop_stale_databases(admin: &sqlx::PgPool) {
-    let Ok(names) = sqlx::query_scalar::<_, String>(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'pp\\_test\\_%'",
-    )
-    .fetch_all(admin)
-    .await
-    else {
-        return;
-    };
-    for name in names
-        .iter()
-        .filter(|name| testkit::is_stale("pp_test", name))
-    {
-        // Another run may be dropping it too; either way it goes.
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute(admin)
-            .await;
-    }
-}
-
 impl Backend {
     /// The platform on this backend's parts, its background tasks started.
     pub fn platform(&self) -> platform::Platform {
@@ -184,21 +164,8 @@ impl Backend {
         let redis = testkit::engines::redis()?;
         let dir = tempfile::tempdir().unwrap();
         let mut settings = settings(dir.path());
-        let database = testkit::unique_name("pp_test");
-        let admin = sqlx::PgPool::connect(&postgres)
-            .await
-            .expect("PostgreSQL answers");
-        sqlx::query(&format!("CREATE DATABASE {database}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        drop_stale_databases(&admin).await;
-        admin.close().await;
-        let base = postgres
-            .rsplit_once('/')
-            .map_or(postgres.as_str(), |(base, _)| base);
         settings.commands.kind = CommandStoreKind::Postgres;
-        settings.commands.postgres_url = format!("{base}/{database}");
+        settings.commands.postgres_url = testkit::postgres::fresh_database(&postgres).await;
         let store = PostgresStore::connect(&settings.commands.postgres_url, 16)
             .await
             .unwrap();
