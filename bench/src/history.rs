@@ -95,9 +95,11 @@ fn batch(rng: &mut Rng, size: usize, viewers: u64, now: i64) -> Vec<PlaybackEven
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let (_temporary, data_dir, settings) =
         crate::pipeline::run_settings(args.data_dir.as_deref(), args.config.as_deref())?;
+    // PostgreSQL has one layout: a row per event.
     let layout = match settings.sink.kind {
         ingest::config::SinkKind::Embedded => settings.embedded.layout,
         ingest::config::SinkKind::Cassandra => settings.cassandra.layout,
+        ingest::config::SinkKind::Postgres => event_cql::HistoryLayout::Rows,
     };
     let sink = playpulse::service::build_sink(&settings, &Arc::new(Metrics::default())).await?;
     eprintln!(

@@ -1,7 +1,9 @@
 //! The cache port: recommendation caches, user profiles, sessions. Redis at scale, in process on
-//! the embedded default; the same contract tests run against both.
+//! the embedded default, and an unlogged table for a platform on PostgreSQL alone; the same
+//! contract tests run against each.
 
 mod memory;
+mod postgres;
 mod redis;
 
 use std::time::Duration;
@@ -10,6 +12,7 @@ use async_trait::async_trait;
 
 pub use self::redis::{RedisCache, RedisOptions};
 pub use memory::MemoryCache;
+pub use postgres::PostgresCache;
 
 /// Why the cache could not answer.
 #[derive(Debug, Clone, thiserror::Error)]

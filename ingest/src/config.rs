@@ -117,6 +117,8 @@ pub struct EmbeddedSettings {
 pub enum CacheKind {
     Memory,
     Redis,
+    /// An unlogged table on `[postgres]`.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,6 +40,9 @@ pub enum ReadModelKind {
     Local,
     /// Tables in `keyspace` on the `[cassandra]` nodes.
     Cassandra,
+    /// Unlogged tables in `postgres_schema` of the command store's PostgreSQL
+    /// (`commands.postgres_url`).
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +52,7 @@ pub struct ReadModelSettings {
     /// Empty: `<embedded.data_dir>/platform/read_model.sqlite`.
     pub local_path: PathBuf,
     pub keyspace: String,
+    pub postgres_schema: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

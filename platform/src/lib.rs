@@ -48,7 +48,8 @@ use crate::outbox::{Relay, RelayHandle, RelayOptions};
 use crate::payments::{PaymentGateway, SimulatedGateway};
 use crate::projectors::ProfileProjector;
 use crate::readmodel::{
-    CassandraReadModel, CassandraReadModelConfig, LocalReadModel, ReadModel, ReadModelError,
+    CassandraReadModel, CassandraReadModelConfig, LocalReadModel, PostgresReadModel, ReadModel,
+    ReadModelError,
 };
 use crate::recommendations::{
     GraphRecommender, RankingOptions, RecommendationService, RefresherOptions, RefresherTask,
@@ -151,6 +152,14 @@ pub async fn open_read_model(
                 .await?,
             )
         }
+        ReadModelKind::Postgres => Arc::new(
+            PostgresReadModel::connect(
+                &settings.commands.postgres_url,
+                &settings.read_model.postgres_schema,
+                settings.commands.postgres_max_connections,
+            )
+            .await?,
+        ),
     })
 }
 

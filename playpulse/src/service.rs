@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
+use cache::{Cache, MemoryCache, PostgresCache, RedisCache, RedisOptions};
 use event_cql::CassandraConfig;
 use ingest::config::{CacheKind, HistoryLayout, SinkKind};
 use ingest::http::{self, AppState, PlaybackSessions};
@@ -109,6 +109,17 @@ pub async fn build_cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> 
             let cache = RedisCache::new(&redis.url, &redis.key_prefix, RedisOptions::default())
                 .context("cannot use redis.url")?;
             tracing::info!(address = cache.address(), prefix = %redis.key_prefix, "cache: redis");
+            Ok(Arc::new(cache))
+        }
+        CacheKind::Postgres => {
+            let postgres = &settings.postgres;
+            let cache = PostgresCache::connect(
+                &postgres.url,
+                postgres.max_connections,
+                postgres.request_timeout,
+            )
+            .await
+            .context("cannot start the PostgreSQL cache (cache.kind = \"postgres\", [postgres])")?;
             Ok(Arc::new(cache))
         }
     }

@@ -1,15 +1,19 @@
 //! Read models: the user profile and the recommendations, shaped for their queries. Cassandra at
 //! scale ([`CassandraReadModel`]), a local SQLite file on the embedded default
-//! ([`LocalReadModel`]); the same contract tests run against both.
+//! ([`LocalReadModel`]), a schema of their own on PostgreSQL for a platform on PostgreSQL alone
+//! ([`PostgresReadModel`]); the same contract tests run against each.
 
 mod cassandra;
 mod local;
+mod postgres;
+pub(crate) mod sql;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use cassandra::{CassandraReadModel, CassandraReadModelConfig};
 pub use local::LocalReadModel;
+pub use postgres::PostgresReadModel;
 
 use crate::domain::{Millis, UserId};
 
@@ -20,6 +24,12 @@ pub enum ReadModelError {
     /// The local store failed.
     #[error("local read model: {context}: {source}")]
     Local {
+        context: &'static str,
+        source: sqlx::Error,
+    },
+    /// PostgreSQL failed or could not be reached.
+    #[error("postgres read model: {context}: {source}")]
+    Postgres {
         context: &'static str,
         source: sqlx::Error,
     },

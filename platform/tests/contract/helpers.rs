@@ -2,7 +2,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache::{Cache, MemoryCache, RedisCache, RedisOptions};
+use cache::{Cache, MemoryCache, PostgresCache, RedisCache, RedisOptions};
 use graph::{GraphStore, MemoryGraph, Neo4jGraph, Neo4jOptions};
 use platform::commands::{CommandOptions, Commands};
 use platform::config::*;
@@ -10,13 +10,14 @@ use platform::outbox::{Relay, RelayOptions};
 use platform::payments::SimulatedGateway;
 use platform::projectors::ProfileProjector;
 use platform::readmodel::{
-    CassandraReadModel, CassandraReadModelConfig, LocalReadModel, ReadModel,
+    CassandraReadModel, CassandraReadModelConfig, LocalReadModel, PostgresReadModel, ReadModel,
 };
 use platform::store::{CommandStore, PostgresStore, SqliteStore};
 use search::{OpenSearchIndex, OpenSearchOptions, SearchIndex, TantivyIndex};
 use tokio::sync::Notify;
 
-/// Runs a test body against both backends: `on_the_embedded_default` and `on_the_real_engines`.
+/// Runs a test body against every backend: `on_the_embedded_default`, `on_postgres_only` and
+/// `on_the_real_engines`.
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {$(
@@ -24,6 +25,13 @@ macro_rules! both_backends {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_the_embedded_default() {
                 super::$name($crate::helpers::Backend::embedded().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres_only() {
+                if let Some(backend) = $crate::helpers::Backend::postgres_only().await {
+                    super::$name(backend).await;
+                }
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,6 +72,7 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
             kind: ReadModelKind::Local,
             local_path: "".into(),
             keyspace: "unused".into(),
+            postgres_schema: "read_model".into(),
         },
         outbox: OutboxSettings {
             poll_interval: Duration::from_millis(20),
@@ -117,8 +126,6 @@ pub fn settings(dir: &std::path::Path) -> PlatformSettings {
     }
 }
 
-/// Drops the test databases earlier runs left behind (every engine test makes one): 1,705 of
-/// them once filled 14 GB.
 impl Backend {
     /// The platform on this backend's parts, its background tasks started.
     pub fn platform(&self) -> platform::Platform {
@@ -151,6 +158,36 @@ impl Backend {
             settings,
             _dir: dir,
         }
+    }
+
+    /// PostgreSQL alone (`config/postgres-only.toml`): commands, read models (their own schema)
+    /// and the cache (an unlogged table) in one fresh database; the graph and search in process.
+    pub async fn postgres_only() -> Option<Backend> {
+        let postgres = testkit::engines::postgres()?;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings(dir.path());
+        let url = testkit::postgres::fresh_database(&postgres).await;
+        settings.commands.kind = CommandStoreKind::Postgres;
+        settings.commands.postgres_url = url.clone();
+        settings.read_model.kind = ReadModelKind::Postgres;
+        let store = PostgresStore::connect(&url, 16).await.unwrap();
+        let read_model = PostgresReadModel::connect(&url, "read_model", 8)
+            .await
+            .expect("the PostgreSQL read model connects");
+        let cache = PostgresCache::connect(&url, 4, Duration::from_secs(5))
+            .await
+            .expect("the PostgreSQL cache connects");
+        Some(Backend {
+            name: "postgres-only",
+            store: Arc::new(store),
+            read_model: Arc::new(read_model),
+            graph: Arc::new(MemoryGraph::new()),
+            search: Arc::new(TantivyIndex::in_memory().unwrap()),
+            cache: Arc::new(cache),
+            gateway: Arc::new(SimulatedGateway::new()),
+            settings,
+            _dir: dir,
+        })
     }
 
     /// PostgreSQL (a fresh database), Cassandra (a fresh keyspace), Redis (a fresh prefix).

@@ -14,5 +14,6 @@ mod history;
 mod hostile;
 mod ops;
 mod platform;
+mod postgres_only;
 mod redis_invalidation;
 mod shutdown;

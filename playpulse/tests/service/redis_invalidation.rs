@@ -647,6 +647,18 @@ async fn the_in_process_cache_keeps_the_cache_contract() {
 }
 
 #[tokio::test]
+async fn postgres_keeps_the_cache_contract() {
+    let Some(url) = testkit::engines::postgres() else {
+        return;
+    };
+    let database = testkit::postgres::fresh_database(&url).await;
+    let cache = cache::PostgresCache::connect(&database, 4, Duration::from_secs(5))
+        .await
+        .expect("the PostgreSQL cache connects");
+    cache_contract(&cache).await;
+}
+
+#[tokio::test]
 async fn redis_keeps_the_cache_contract_under_its_prefix() {
     let Some(url) = testkit::engines::redis() else {
         return;
