@@ -279,9 +279,24 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     // loadgen's audience (distinct sessions, positions, bitrates) is the realistic content;
     // the pipeline's 16 body templates, fresh ids aside, compress better than real traffic.
-    let storage = measure_storage(&args, &keyspaces[2], service_rows)?;
-    let chunk_storage = measure_storage(&args, &keyspaces[3], chunk_rows)?;
-    let template_storage = measure_storage(&args, &keyspaces[0], pipeline_rows)?;
+    let storage = measure_storage(
+        &args.nodetool,
+        &args.cassandra_data_dir,
+        &keyspaces[2],
+        service_rows,
+    )?;
+    let chunk_storage = measure_storage(
+        &args.nodetool,
+        &args.cassandra_data_dir,
+        &keyspaces[3],
+        chunk_rows,
+    )?;
+    let template_storage = measure_storage(
+        &args.nodetool,
+        &args.cassandra_data_dir,
+        &keyspaces[0],
+        pipeline_rows,
+    )?;
 
     let server_peak_rss = server.0.as_deref().and_then(report::peak_rss_of);
     if !args.chunk_sweep.is_empty() {
@@ -298,7 +313,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|size| keyspace(&run_id, &format!("sweep_{size}"))),
         );
-        drop_keyspaces(&args, &dropped).await;
+        drop_keyspaces(&args.node, &dropped).await;
     }
 
     let rate = |name: &str| {
@@ -842,22 +857,27 @@ fn nodetool(nodetool: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-struct Storage {
-    rows: u64,
+pub(crate) struct Storage {
+    pub(crate) rows: u64,
     history_bytes: u64,
     history_data_bytes: u64,
     history_files: usize,
-    history_bytes_per_event: f64,
+    pub(crate) history_bytes_per_event: f64,
     keyspace_bytes: u64,
     keyspace_bytes_per_event: f64,
 }
 
 /// Flushes and major-compacts the keyspace, then sums its SSTables (every component: data,
 /// index, filter, statistics, ...), one replica's worth.
-fn measure_storage(args: &Args, keyspace: &str, rows: u64) -> anyhow::Result<Storage> {
-    nodetool(&args.nodetool, &["flush", keyspace])?;
-    nodetool(&args.nodetool, &["compact", keyspace])?;
-    let keyspace_dir = args.cassandra_data_dir.join(keyspace);
+pub(crate) fn measure_storage(
+    nodetool_path: &Path,
+    data_dir: &Path,
+    keyspace: &str,
+    rows: u64,
+) -> anyhow::Result<Storage> {
+    nodetool(nodetool_path, &["flush", keyspace])?;
+    nodetool(nodetool_path, &["compact", keyspace])?;
+    let keyspace_dir = data_dir.join(keyspace);
     let mut history = (0u64, 0u64, 0usize);
     let mut keyspace_bytes = 0;
     let tables = std::fs::read_dir(&keyspace_dir)
@@ -894,7 +914,7 @@ fn measure_storage(args: &Args, keyspace: &str, rows: u64) -> anyhow::Result<Sto
     })
 }
 
-async fn drop_keyspaces(args: &Args, keyspaces: &[String]) {
+pub(crate) async fn drop_keyspaces(node: &str, keyspaces: &[String]) {
     let settings = match Settings::load(None, std::iter::empty(), &Overrides::default()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -903,7 +923,7 @@ async fn drop_keyspaces(args: &Args, keyspaces: &[String]) {
         }
     };
     let mut settings = settings;
-    settings.cassandra.nodes = vec![args.node.clone()];
+    settings.cassandra.nodes = vec![node.to_owned()];
     let session = match CassandraConfig::from_settings(&settings.cassandra, settings.sink.retention)
     {
         Ok(config) => config.connect().await,

@@ -3,6 +3,7 @@
 
 mod abba;
 mod analytics;
+mod architectures;
 mod body;
 mod cassandra;
 mod cassandra_writes;
@@ -83,6 +84,12 @@ enum Scenario {
     /// script reads every 2 s) against the server's CPU at saturation (target: one open tab
     /// < 1%).
     Ops(ops::Args),
+    /// Why hybrid? One mixed workload (events at rising rates, history and recommendation
+    /// reads, idempotent subscriptions) on the embedded default, PostgreSQL alone and the hybrid
+    /// stack, one after another on this machine: the highest event rate at the SLO, read p99s,
+    /// subscriptions/s, CPU per event per engine, bytes per event, and where each saturates.
+    /// Needs `engines/up postgres cassandra redis neo4j opensearch` (JMX for Cassandra's bytes).
+    Architectures(architectures::Args),
 }
 
 /// Options every scenario shares.
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
             Scenario::Recommendations(args) => recommendations::run(args).await,
             Scenario::Search(args) => search::run(args).await,
             Scenario::Ops(args) => ops::run(args).await,
+            Scenario::Architectures(args) => architectures::run(args).await,
         }
     });
     match outcome {

@@ -143,7 +143,12 @@ pub async fn run(
             latency.record((took.as_micros() as u64).max(1))?;
         }
         drop(reader);
-        let stored = measure_storage(args, &keyspace, total_events.max(1))?;
+        let stored = measure_storage(
+            &args.nodetool,
+            &args.cassandra_data_dir,
+            &keyspace,
+            total_events.max(1),
+        )?;
         let point = SweepPoint {
             max_events,
             events_per_sec: events as f64 / report.wall_seconds.max(1e-9),
