@@ -243,10 +243,13 @@ pub struct LiveAnswer {
     pub worst: BTreeMap<&'static str, Vec<Impact>>,
 }
 
+/// The live view; `worst_of` names the dimensions whose worst values are ranked (titles are
+/// most of the rows a ranking reads: a dashboard refreshing every few seconds leaves them out).
 pub async fn live(
     store: &dyn RollupStore,
     sessions: &dyn SessionStore,
     now_ms: i64,
+    worst_of: &[Dimension],
 ) -> Result<LiveAnswer, AnalyticsError> {
     let this_minute = minute_of(now_ms);
     let rows = store
@@ -269,7 +272,7 @@ pub async fn live(
         .max()
         .filter(|at| *at > 0);
     let mut worst = BTreeMap::new();
-    for dimension in Dimension::ALL {
+    for &dimension in worst_of {
         let rows = store
             .read(
                 Grouping::By(dimension),

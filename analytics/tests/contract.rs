@@ -570,6 +570,7 @@ async fn the_side_path_rolls_up_trends_and_tracks_sessions_and_trending_is_rebui
         let stats = Arc::new(AnalyticsStats::default());
         let settings = AnalyticsSettings {
             flush_interval: Duration::from_millis(50),
+            detail_flush_interval: Duration::from_millis(50),
             ..AnalyticsSettings::default()
         };
         let (recorder, task) =
@@ -653,9 +654,14 @@ async fn the_side_path_rolls_up_trends_and_tracks_sessions_and_trending_is_rebui
         })
         .await;
         assert!(sessions_in, "{}: five live sessions", backend.name);
-        let live_answer = query::live(backend.store.as_ref(), live.as_ref(), testkit::now_ms())
-            .await
-            .unwrap();
+        let live_answer = query::live(
+            backend.store.as_ref(),
+            live.as_ref(),
+            testkit::now_ms(),
+            &analytics::rollup::Dimension::ALL,
+        )
+        .await
+        .unwrap();
         assert!(live_answer.concurrent_viewers >= 5, "{}", backend.name);
         assert!(live_answer.lag_ms.is_some());
         assert_eq!(live_answer.worst["title"][0].value, "102");

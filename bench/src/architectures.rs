@@ -857,12 +857,14 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let met = results
         .iter()
         .all(|result| !result["saturation_events_per_s"].is_null());
-    Ok(Outcome {
+    let outcome = Outcome {
         json: json!({
             "slo_p99_ms": args.slo_p99_ms,
             "machine_cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "architectures": results,
         }),
         met,
-    })
+    };
+    outcome.write(args.common.json.as_deref())?;
+    Ok(outcome)
 }

@@ -3,7 +3,7 @@
 //!
 //! - `GET /v1/analytics/qoe?from=MS&to=MS&by=title|country|device|cdn&resolution=minute|hour|day`
 //!   `&title=&country=&device=&cdn=&limit=N`
-//! - `GET /v1/analytics/live`
+//! - `GET /v1/analytics/live?worst=title,country,device,cdn`
 //! - `GET /v1/trending?country=CC&window=now|week&limit=N`
 //! - `GET /v1/users/{user_id}/sessions`, `GET /v1/users/{user_id}/continue-watching?limit=N`
 
@@ -215,12 +215,32 @@ async fn get_qoe(
     Ok(Json(query::qoe(api.sinks.rollups.as_ref(), &query).await?))
 }
 
-async fn get_live(State(api): State<AnalyticsApi>) -> Result<Json<query::LiveAnswer>, Failure> {
+async fn get_live(
+    State(api): State<AnalyticsApi>,
+    Query(params): Query<Params>,
+) -> Result<Json<query::LiveAnswer>, Failure> {
+    // `worst=device,country,cdn`: rank only these (a ranking of titles reads most of the rows).
+    let worst_of = match params.get("worst") {
+        None => Dimension::ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                Dimension::parse(name).ok_or_else(|| {
+                    bad(format!(
+                        "`worst` lists title, country, device or cdn, got {}",
+                        wire::echo(name)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     Ok(Json(
         query::live(
             api.sinks.rollups.as_ref(),
             api.sinks.sessions.as_ref(),
             now_ms(),
+            &worst_of,
         )
         .await?,
     ))
