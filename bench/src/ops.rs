@@ -81,6 +81,16 @@ async fn cpu_per_fetch(
     Ok((server.cpu_seconds() - before) / repetitions.max(1) as f64)
 }
 
+/// `loadgen http` against `url` for `--duration`, in this shape (`--max`, `--rate R`).
+fn load_args(args: &Args, url: &str, shape: &[&str]) -> Vec<String> {
+    let duration = format!("{}s", args.common.duration.as_secs().max(1));
+    let (batch, connections) = (args.batch.to_string(), args.connections.to_string());
+    let mut all = vec!["http", "--url", url, "--duration", &duration];
+    all.extend(["--batch", &batch, "--connections", &connections]);
+    all.extend(shape);
+    all.into_iter().map(str::to_owned).collect()
+}
+
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let bin = server::build_binaries()?;
     let work = tempfile::tempdir()?;
@@ -90,21 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     // 1. Saturation: what the server burns when it takes all it can.
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
-    let loadgen_args: Vec<String> = [
-        "http",
-        "--url",
-        &server.url,
-        "--max",
-        "--duration",
-        &format!("{}s", args.common.duration.as_secs().max(1)),
-        "--batch",
-        &args.batch.to_string(),
-        "--connections",
-        &args.connections.to_string(),
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .collect();
+    let loadgen_args = load_args(&args, &server.url, &["--max"]);
     let report_path = work.path().join("saturation.json");
     let report =
         tokio::task::block_in_place(|| server::run_loadgen(&bin, &loadgen_args, &report_path))?;
@@ -117,22 +113,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     // 2. State for the page to read: `--max` runs the audience's clock ahead of the wall
     // clock, so an open-loop run at half the saturated rate puts events in the live view's
     // minutes (its QoE, its worst values, trending and concurrent viewers).
-    let fill_args: Vec<String> = [
-        "http",
-        "--url",
-        &server.url,
-        "--rate",
-        &format!("{:.0}", (rate / 2.0).max(1000.0)),
-        "--duration",
-        &format!("{}s", args.common.duration.as_secs().max(1)),
-        "--batch",
-        &args.batch.to_string(),
-        "--connections",
-        &args.connections.to_string(),
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .collect();
+    let half = format!("{:.0}", (rate / 2.0).max(1000.0));
+    let fill_args = load_args(&args, &server.url, &["--rate", &half]);
     let fill_path = work.path().join("fill.json");
     tokio::task::block_in_place(|| server::run_loadgen(&bin, &fill_args, &fill_path))?;
     // Let the side paths settle so their flushes do not count as the dashboard's.

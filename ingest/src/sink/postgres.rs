@@ -193,16 +193,7 @@ impl PostgresSink {
         // A partition of day d holds ts < (d + 1) days; its rows were received at ts or later,
         // so only days entirely before the cutoff can be all expired.
         let last_candidate = cutoff.div_euclid(MS_PER_DAY) - 1;
-        let partitions: Vec<String> = sqlx::query_scalar(
-            "SELECT child.relname::text FROM pg_inherits \
-             JOIN pg_class parent ON parent.oid = pg_inherits.inhparent \
-             JOIN pg_class child ON child.oid = pg_inherits.inhrelid \
-             JOIN pg_namespace ns ON ns.oid = child.relnamespace \
-             WHERE parent.relname = 'playback_events' AND ns.nspname = current_schema()",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|error| unavailable("list partitions", error))?;
+        let partitions = self.partition_names().await?;
         let mut dropped = 0;
         for name in partitions {
             let Some(day) = day_of_partition(&name) else {
@@ -234,9 +225,8 @@ impl PostgresSink {
         Ok(dropped)
     }
 
-    /// The partitions that exist now (for tests and operators).
-    pub async fn partition_days(&self) -> Result<Vec<i32>, SinkError> {
-        let names: Vec<String> = sqlx::query_scalar(
+    async fn partition_names(&self) -> Result<Vec<String>, SinkError> {
+        sqlx::query_scalar(
             "SELECT child.relname::text FROM pg_inherits \
              JOIN pg_class parent ON parent.oid = pg_inherits.inhparent \
              JOIN pg_class child ON child.oid = pg_inherits.inhrelid \
@@ -245,8 +235,14 @@ impl PostgresSink {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(|error| unavailable("list partitions", error))?;
-        let mut days: Vec<i32> = names
+        .map_err(|error| unavailable("list partitions", error))
+    }
+
+    /// The days whose partition exists now (for tests and operators).
+    pub async fn partition_days(&self) -> Result<Vec<i32>, SinkError> {
+        let mut days: Vec<i32> = self
+            .partition_names()
+            .await?
             .iter()
             .filter_map(|name| day_of_partition(name))
             .collect();

@@ -160,6 +160,13 @@ async fn get_profile(
     let bytes = serde_json::to_vec(&document).unwrap_or_default();
     if let Err(error) = state.cache.set(&key, &bytes, state.profile_ttl).await {
         tracing::warn!(%error, "cannot fill the profile cache");
+    } else if let Ok(Some(newer)) = state.read_model.profile(user).await {
+        // The projector may have applied a newer version and dropped the key between the read
+        // above and the fill: then the fill is stale, and would stay for profile_ttl. Seen on
+        // the PostgreSQL-only profile, where the cache is a round trip away.
+        if newer.version > profile.version {
+            let _ = state.cache.unlink(std::slice::from_ref(&key)).await;
+        }
     }
     Ok(json_bytes(bytes, "miss"))
 }

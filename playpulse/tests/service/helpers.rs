@@ -58,6 +58,11 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestA
     };
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     let settings = Settings::load(None, env, &overrides).expect("test settings are valid");
+    spawn_settings(settings, dir).await
+}
+
+/// Starts the application on these settings (their data directory `dir`, kept as long as it).
+pub async fn spawn_settings(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     let app = Application::build(settings)
         .await
         .expect("the application builds");

@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use playpulse::{Application, Overrides, Settings};
+use playpulse::{Overrides, Settings};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use crate::helpers::*;
 
@@ -45,15 +44,9 @@ async fn the_postgres_only_profile_keeps_everything_in_postgresql() {
         .create(platform::keys::Role::Admin, "backend")
         .await
         .unwrap();
-    let app = Application::build(settings)
-        .await
-        .expect("the service starts on PostgreSQL alone");
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
+    let app = spawn_settings(settings, dir).await;
+    let base = app.url("");
+    let client = app.client.clone();
     let ready: Value = client
         .get(format!("{base}/readyz"))
         .send()
@@ -179,10 +172,5 @@ async fn the_postgres_only_profile_keeps_everything_in_postgresql() {
     assert_eq!(count("SELECT count(*) FROM users").await, 1);
     pool.close().await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("the service stops in time")
-        .unwrap()
-        .unwrap();
+    app.stop().await;
 }
