@@ -35,8 +35,6 @@ pub struct AnalyticsSection {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     #[serde(with = "humantime_serde")]
-    pub detail_flush_interval: Duration,
-    #[serde(with = "humantime_serde")]
     pub retain: Duration,
     pub store: RollupStoreKind,
     /// Empty: `<embedded.data_dir>/analytics/rollups.sqlite`.
@@ -76,7 +74,6 @@ impl AnalyticsSection {
     pub fn settings(&self) -> AnalyticsSettings {
         AnalyticsSettings {
             flush_interval: self.flush_interval,
-            detail_flush_interval: self.detail_flush_interval,
             retain: self.retain,
         }
     }
@@ -85,10 +82,6 @@ impl AnalyticsSection {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let positive = [
             ("analytics.flush_interval", self.flush_interval),
-            (
-                "analytics.detail_flush_interval",
-                self.detail_flush_interval,
-            ),
             ("analytics.trending_half_life", self.trending_half_life),
             ("analytics.session_ttl", self.session_ttl),
             ("analytics.continue_ttl", self.continue_ttl),

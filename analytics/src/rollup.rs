@@ -65,15 +65,6 @@ pub enum Grouping {
 }
 
 impl Grouping {
-    /// Whether the grouping has a title in it: most of the cells (titles are many), written
-    /// every `analytics.detail_flush_interval` rather than every flush.
-    pub fn is_detail(self) -> bool {
-        matches!(
-            self,
-            Grouping::Full | Grouping::TitleCountry | Grouping::By(Dimension::Title)
-        )
-    }
-
     pub const ALL: [Grouping; 7] = [
         Grouping::Full,
         Grouping::TitleCountry,

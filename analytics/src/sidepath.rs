@@ -32,8 +32,6 @@ const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct AnalyticsSettings {
     pub flush_interval: Duration,
-    /// How often the current minute's cells of the groupings with a title are written.
-    pub detail_flush_interval: Duration,
     /// How long after a minute ends its cells stay in memory for late events.
     pub retain: Duration,
 }
@@ -42,7 +40,6 @@ impl Default for AnalyticsSettings {
     fn default() -> AnalyticsSettings {
         AnalyticsSettings {
             flush_interval: Duration::from_secs(1),
-            detail_flush_interval: Duration::from_secs(10),
             retain: Duration::from_secs(300),
         }
     }
@@ -194,8 +191,6 @@ pub fn start(
         evicted_through: i64::MIN,
         unwritten_index: HashSet::new(),
         trending_needs_rebuild: true,
-        detail_flush_interval: settings.detail_flush_interval,
-        detail_flushed_at: None,
         pending_starts: HashMap::new(),
     };
     let interval = settings.flush_interval;
@@ -204,9 +199,9 @@ pub fn start(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => flusher.flush(false).await,
+                _ = ticks.tick() => flusher.flush().await,
                 _ = stopped.recv() => {
-                    if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flusher.flush(true)).await.is_err() {
+                    if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flusher.flush()).await.is_err() {
                         tracing::warn!("the last analytics flush did not finish in time");
                     }
                     return;
@@ -241,9 +236,6 @@ struct Flusher {
     /// Cells written to the store but not yet to the index.
     unwritten_index: HashSet<CellKey>,
     trending_needs_rebuild: bool,
-    detail_flush_interval: Duration,
-    /// When the groupings with a title were last written whole (`None`: not yet).
-    detail_flushed_at: Option<std::time::Instant>,
     /// Starts not yet in the trending store (kept while it is down).
     pending_starts: HashMap<(Option<CountryCode>, u64, i64), u64>,
 }
@@ -264,10 +256,9 @@ impl Flusher {
         all
     }
 
-    /// `last`: the shutdown's flush, which writes everything.
-    async fn flush(&mut self, last: bool) {
+    async fn flush(&mut self) {
         let pending = self.take();
-        let rollups_ok = self.flush_rollups(pending.deltas, last).await;
+        let rollups_ok = self.flush_rollups(pending.deltas).await;
         for (key, count) in pending.starts {
             *self.pending_starts.entry(key).or_default() += count;
         }
@@ -277,7 +268,7 @@ impl Flusher {
         self.flush_sessions(pending.sessions).await;
     }
 
-    async fn flush_rollups(&mut self, deltas: FastMap<(i64, Dims), Measures>, last: bool) -> bool {
+    async fn flush_rollups(&mut self, deltas: FastMap<(i64, Dims), Measures>) -> bool {
         for ((minute, dims), measures) in deltas {
             if !self.minutes.contains_key(&minute) && minute <= self.evicted_through {
                 self.reload(minute).await;
@@ -293,18 +284,9 @@ impl Flusher {
                 cells.dirty.insert(key);
             }
         }
-        // The cells with a title of the minute still running wait for the detail interval;
-        // an ended minute's, and everything at the last flush, go now.
-        let detail_due = last
-            || self
-                .detail_flushed_at
-                .is_none_or(|at| at.elapsed() >= self.detail_flush_interval);
-        let running_minute = minute_of(now_ms());
-        let writes =
-            |key: &CellKey| detail_due || !key.grouping.is_detail() || key.minute < running_minute;
         let mut rows = Vec::new();
         for cells in self.minutes.values() {
-            for key in cells.dirty.iter().filter(|key| writes(key)) {
+            for key in &cells.dirty {
                 rows.push(RollupRow {
                     key: key.clone(),
                     writer: self.writer.clone(),
@@ -329,19 +311,9 @@ impl Flusher {
                         .flushed_through
                         .fetch_max(newest.max(0) as u64, Ordering::Relaxed);
                     for cells in self.minutes.values_mut() {
-                        let written: Vec<CellKey> = cells
-                            .dirty
-                            .iter()
-                            .filter(|key| writes(key))
-                            .cloned()
-                            .collect();
-                        for key in written {
-                            cells.dirty.remove(&key);
+                        for key in cells.dirty.drain() {
                             self.unwritten_index.insert(key);
                         }
-                    }
-                    if detail_due {
-                        self.detail_flushed_at = Some(std::time::Instant::now());
                     }
                 }
                 Err(error) => {

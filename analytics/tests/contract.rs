@@ -570,7 +570,6 @@ async fn the_side_path_rolls_up_trends_and_tracks_sessions_and_trending_is_rebui
         let stats = Arc::new(AnalyticsStats::default());
         let settings = AnalyticsSettings {
             flush_interval: Duration::from_millis(50),
-            detail_flush_interval: Duration::from_millis(50),
             ..AnalyticsSettings::default()
         };
         let (recorder, task) =
