@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
 
 use super::{Cache, CacheError};
 
@@ -138,7 +139,6 @@ impl Cache for PostgresCache {
                 .fetch_one(&self.pool),
             )
             .await?;
-        use sqlx::Row;
         let count: i64 = result
             .try_get(0)
             .map_err(|error| unavailable("unlink count", error))?;

@@ -167,7 +167,8 @@ impl PostgresSink {
     /// Makes the partitions of `days` that are not known to exist.
     async fn ensure_partitions(&self, days: &BTreeSet<i32>) -> Result<(), SinkError> {
         let mut known = self.partitions.lock().await;
-        for &day in days.difference(&known.clone()) {
+        let missing: Vec<i32> = days.difference(&known).copied().collect();
+        for day in missing {
             let statement = format!(
                 "CREATE TABLE IF NOT EXISTS {} PARTITION OF playback_events \
                  FOR VALUES FROM ({day}) TO ({})",
