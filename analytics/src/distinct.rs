@@ -35,16 +35,36 @@ fn hash(id: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Where an id lands in the registers: its register and the rank it raises it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    register: u16,
+    rank: u8,
+}
+
+impl Slot {
+    pub fn of(id: u64) -> Slot {
+        let hashed = hash(id);
+        Slot {
+            register: (hashed >> (64 - PRECISION)) as u16,
+            rank: ((hashed << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() as u8 + 1,
+        }
+    }
+}
+
 impl Distinct {
     pub fn new() -> Distinct {
         Distinct::default()
     }
 
     pub fn insert(&mut self, id: u64) {
-        let hashed = hash(id);
-        let register = (hashed >> (64 - PRECISION)) as u16;
-        let rank = ((hashed << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() as u8 + 1;
-        self.raise(register, rank);
+        self.insert_slot(Slot::of(id));
+    }
+
+    /// Inserts an id hashed once with [`Slot::of`] (an event counts its viewer in each of its
+    /// cells).
+    pub fn insert_slot(&mut self, slot: Slot) {
+        self.raise(slot.register, slot.rank);
     }
 
     fn raise(&mut self, register: u16, rank: u8) {

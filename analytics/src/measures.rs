@@ -5,8 +5,8 @@
 use serde::Serialize;
 use wire::{EventKind, PlaybackEvent};
 
-use crate::distinct::Distinct;
-use crate::sketch::{put_varint, take_varint, DecodeError, Sketch};
+use crate::distinct::{Distinct, Slot};
+use crate::sketch::{put_varint, take_varint, Bucket, DecodeError, Sketch};
 
 /// Exact counts and sums, and mergeable distributions, of one cell.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,12 +36,51 @@ pub struct Measures {
     pub last_received_at: i64,
 }
 
+/// What a rollup takes of one event, with its viewer hashed and its values bucketed once: the
+/// side path queues one per event without allocating and folds it into each of its cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    pub received_at: i64,
+    pub kind: EventKind,
+    pub before_start: bool,
+    pub fatal: bool,
+    viewer: Slot,
+    startup: Option<Bucket>,
+    played_ms: u32,
+    buffer_ms: u32,
+    bitrate_kbps: Option<u32>,
+    bitrate: Bucket,
+}
+
+impl Observation {
+    pub fn of(event: &PlaybackEvent) -> Observation {
+        let bitrate_kbps = event.bitrate_kbps;
+        Observation {
+            received_at: event.received_at,
+            kind: event.kind,
+            before_start: event.before_start == Some(true),
+            fatal: event.fatal != Some(false),
+            viewer: Slot::of(event.user_id),
+            startup: event
+                .startup_ms
+                .map(|startup| Bucket::of(u64::from(startup))),
+            played_ms: event.played_ms.unwrap_or(0),
+            buffer_ms: event.buffer_ms.unwrap_or(0),
+            bitrate_kbps,
+            bitrate: Bucket::of(u64::from(bitrate_kbps.unwrap_or(0))),
+        }
+    }
+}
+
 impl Measures {
     pub fn record(&mut self, event: &PlaybackEvent) {
+        self.observe(&Observation::of(event));
+    }
+
+    pub fn observe(&mut self, event: &Observation) {
         self.events += 1;
         self.last_received_at = self.last_received_at.max(event.received_at);
-        let before_start = event.before_start == Some(true);
-        let fatal = event.fatal != Some(false);
+        let (before_start, fatal) = (event.before_start, event.fatal);
         let is_view = match event.kind {
             EventKind::Start => true,
             EventKind::Stop | EventKind::Error => before_start,
@@ -49,13 +88,13 @@ impl Measures {
         };
         if is_view {
             self.views += 1;
-            self.viewers.insert(event.user_id);
+            self.viewers.insert_slot(event.viewer);
         }
         match event.kind {
             EventKind::Start => {
                 self.starts += 1;
-                if let Some(startup) = event.startup_ms {
-                    self.startup.record(u64::from(startup));
+                if let Some(startup) = event.startup {
+                    self.startup.add(startup, 1);
                 }
             }
             EventKind::BufferStart => self.rebuffers += 1,
@@ -64,13 +103,13 @@ impl Measures {
             EventKind::Error if fatal => self.playback_failures += 1,
             _ => {}
         }
-        let played = u64::from(event.played_ms.unwrap_or(0));
+        let played = u64::from(event.played_ms);
         self.playing_ms += played;
-        self.rebuffer_ms += u64::from(event.buffer_ms.unwrap_or(0));
+        self.rebuffer_ms += u64::from(event.buffer_ms);
         if let Some(bitrate) = event.bitrate_kbps.filter(|_| played > 0) {
             self.bitrate_kbps_ms += u128::from(bitrate) * u128::from(played);
             self.bitrate_played_ms += played;
-            self.bitrate.record_n(u64::from(bitrate), played);
+            self.bitrate.add(event.bitrate, played);
         }
     }
 

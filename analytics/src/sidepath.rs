@@ -1,13 +1,15 @@
 //! The analytics side path: what the batchers hand over once a batch is durable becomes
 //! per-minute rollups, trending increments and live-session updates, coalesced in memory and
-//! flushed every `flush_interval` by one task. Recording is a map update under a lock of one
-//! shard; nothing here waits on I/O on the batchers' side, so an acknowledgement never waits.
+//! flushed every `flush_interval` by one task. Recording is a push of each event's small copy
+//! (and a live-session update) under a lock of one shard; the flusher folds the copies into the
+//! cells. Nothing here waits on I/O on the batchers' side, so an acknowledgement never waits.
 //!
 //! Rollups are written whole: the flusher keeps each recent minute's cells (every grouping)
 //! and rewrites the ones that changed, under this process's own writer id, so a retried write
 //! replaces rather than adds. A minute is kept `retain` after it ends; an event for a minute
 //! already let go (very late) reloads this writer's rows of that minute first.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,13 +21,15 @@ use uuid::Uuid;
 use wire::{CountryCode, EventKind, PlaybackEvent};
 
 use crate::index::RollupIndex;
-use crate::measures::Measures;
+use crate::measures::{Measures, Observation};
 use crate::rollup::{minute_of, CellKey, Dims, Grouping, RollupRow, MINUTE_MS};
 use crate::sessions::{LiveSession, SessionStore};
 use crate::store::RollupStore;
 use crate::trending::{self, StartCount, TrendingStore};
 
 const SHARDS: usize = 8;
+/// Events the flusher folds between yields to the runtime.
+const YIELD_EVERY: usize = 16_384;
 /// How long the last flush at shutdown may take.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,27 +53,28 @@ impl Default for AnalyticsSettings {
 /// (keys come from clients, so still seeded).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// One durable event as the flusher folds it into its cells: a copy without allocation, so that
+/// the batchers' part of the side path is a push (the per-event work is the flusher's).
+struct Fact {
+    minute: i64,
+    dims: Dims,
+    observation: Observation,
+}
+
 /// What one shard gathered since the last flush.
 #[derive(Default)]
 struct Pending {
-    deltas: FastMap<(i64, Dims), Measures>,
-    starts: FastMap<(Option<CountryCode>, u64, i64), u64>,
+    facts: Vec<Fact>,
     sessions: FastMap<Uuid, LiveSession>,
 }
 
 impl Pending {
     fn record(&mut self, event: &PlaybackEvent) {
-        let minute = minute_of(event.ts);
-        self.deltas
-            .entry((minute, Dims::of(event)))
-            .or_default()
-            .record(event);
-        if event.kind == EventKind::Start {
-            *self
-                .starts
-                .entry((event.country, event.content_id, minute))
-                .or_default() += 1;
-        }
+        self.facts.push(Fact {
+            minute: minute_of(event.ts),
+            dims: Dims::of(event),
+            observation: Observation::of(event),
+        });
         match self.sessions.get_mut(&event.session_id) {
             Some(session) => session.absorb(event),
             None => {
@@ -79,25 +84,28 @@ impl Pending {
         }
     }
 
-    fn absorb(&mut self, other: Pending) {
-        for (key, measures) in other.deltas {
-            self.deltas.entry(key).or_default().merge(&measures);
-        }
-        for (key, count) in other.starts {
-            *self.starts.entry(key).or_default() += count;
-        }
-        for (id, session) in other.sessions {
-            match self.sessions.get_mut(&id) {
-                Some(known) if known.last_event_at > session.last_event_at => {
-                    known.seen_at = known.seen_at.max(session.seen_at);
-                }
-                Some(known) => {
-                    let state = session.state.or(known.state);
-                    *known = LiveSession { state, ..session };
-                }
-                None => {
-                    self.sessions.insert(id, session);
-                }
+    fn clear(&mut self) {
+        self.facts.clear();
+        self.sessions.clear();
+    }
+}
+
+/// Folds a shard's sessions into `into`: the newest event of a session wins.
+fn merge_sessions(
+    into: &mut FastMap<Uuid, LiveSession>,
+    from: impl IntoIterator<Item = (Uuid, LiveSession)>,
+) {
+    for (id, session) in from {
+        match into.get_mut(&id) {
+            Some(known) if known.last_event_at > session.last_event_at => {
+                known.seen_at = known.seen_at.max(session.seen_at);
+            }
+            Some(known) => {
+                let state = session.state.or(known.state);
+                *known = LiveSession { state, ..session };
+            }
+            None => {
+                into.insert(id, session);
             }
         }
     }
@@ -107,6 +115,9 @@ impl Pending {
 #[derive(Debug, Default)]
 pub struct AnalyticsStats {
     pub events: AtomicU64,
+    /// Events folded into rollups that are written: once it equals `events`, the side path has
+    /// caught up.
+    pub events_flushed: AtomicU64,
     pub rows_written: AtomicU64,
     pub flush_failures: AtomicU64,
     pub trending_rebuilds: AtomicU64,
@@ -134,6 +145,7 @@ impl AnalyticsRecorder {
         let mut pending = self.shared.shards[shard]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        pending.facts.reserve(events.len());
         for event in events {
             pending.record(event);
         }
@@ -191,7 +203,10 @@ pub fn start(
         evicted_through: i64::MIN,
         unwritten_index: HashSet::new(),
         trending_needs_rebuild: true,
-        pending_starts: HashMap::new(),
+        pending_starts: FastMap::default(),
+        folded_unwritten: 0,
+        spares: (0..SHARDS).map(|_| Pending::default()).collect(),
+        sessions: FastMap::default(),
     };
     let interval = settings.flush_interval;
     let handle = tokio::spawn(async move {
@@ -218,11 +233,42 @@ pub fn start(
     )
 }
 
-/// One recent minute: its cells in every grouping, and those not yet written.
+/// A cell of a recent minute, and whether it changed since it was last written.
+#[derive(Default)]
+struct Cell {
+    measures: Measures,
+    dirty: bool,
+}
+
+/// One recent minute: its cells in every grouping, and those not yet written (each once).
 #[derive(Default)]
 struct MinuteCells {
-    cells: FastMap<CellKey, Measures>,
-    dirty: HashSet<CellKey, foldhash::fast::RandomState>,
+    cells: FastMap<CellKey, Cell>,
+    dirty: Vec<CellKey>,
+}
+
+impl MinuteCells {
+    fn observe(&mut self, key: CellKey, observation: &Observation) {
+        match self.cells.entry(key) {
+            Entry::Occupied(mut cell) => {
+                let cell_key = cell.key();
+                if !cell.get().dirty {
+                    self.dirty.push(cell_key.clone());
+                }
+                let cell = cell.get_mut();
+                cell.dirty = true;
+                cell.measures.observe(observation);
+            }
+            Entry::Vacant(slot) => {
+                self.dirty.push(slot.key().clone());
+                let cell = slot.insert(Cell {
+                    measures: Measures::default(),
+                    dirty: true,
+                });
+                cell.measures.observe(observation);
+            }
+        }
+    }
 }
 
 struct Flusher {
@@ -237,7 +283,14 @@ struct Flusher {
     unwritten_index: HashSet<CellKey>,
     trending_needs_rebuild: bool,
     /// Starts not yet in the trending store (kept while it is down).
-    pending_starts: HashMap<(Option<CountryCode>, u64, i64), u64>,
+    pending_starts: FastMap<(Option<CountryCode>, u64, i64), u64>,
+    /// Events folded into cells not yet written.
+    folded_unwritten: u64,
+    /// The shards' buffers of the last flush, emptied, swapped in at the next: their capacity
+    /// is kept, so the batchers do not regrow them every flush.
+    spares: Vec<Pending>,
+    /// The sessions of one flush, merged over the shards (emptied after each flush).
+    sessions: FastMap<Uuid, LiveSession>,
 }
 
 fn now_ms() -> i64 {
@@ -247,29 +300,47 @@ fn now_ms() -> i64 {
 }
 
 impl Flusher {
-    fn take(&self) -> Pending {
-        let mut all = Pending::default();
-        for shard in self.shared.shards.iter() {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
-            all.absorb(taken);
+    /// Swaps each shard's buffers for the spares.
+    fn take(&mut self) -> Vec<Pending> {
+        let mut taken = std::mem::take(&mut self.spares);
+        for (shard, spare) in self.shared.shards.iter().zip(taken.iter_mut()) {
+            std::mem::swap(
+                &mut *shard.lock().unwrap_or_else(PoisonError::into_inner),
+                spare,
+            );
         }
-        all
+        taken
     }
 
     async fn flush(&mut self) {
-        let pending = self.take();
-        let rollups_ok = self.flush_rollups(pending.deltas).await;
-        for (key, count) in pending.starts {
-            *self.pending_starts.entry(key).or_default() += count;
-        }
+        let mut taken = self.take();
+        let rollups_ok = self.flush_rollups(&taken).await;
         if rollups_ok {
             self.flush_trending().await;
         }
-        self.flush_sessions(pending.sessions).await;
+        let mut sessions = std::mem::take(&mut self.sessions);
+        for pending in &mut taken {
+            merge_sessions(&mut sessions, pending.sessions.drain());
+            pending.clear();
+        }
+        self.flush_sessions(&mut sessions).await;
+        self.sessions = sessions;
+        self.spares = taken;
     }
 
-    async fn flush_rollups(&mut self, deltas: FastMap<(i64, Dims), Measures>) -> bool {
-        for ((minute, dims), measures) in deltas {
+    /// Folds the events into their minutes' cells, every grouping, and writes the changed cells.
+    async fn flush_rollups(&mut self, taken: &[Pending]) -> bool {
+        for (folded, fact) in taken.iter().flat_map(|pending| &pending.facts).enumerate() {
+            if folded % YIELD_EVERY == YIELD_EVERY - 1 {
+                // A flush after a burst folds millions of events: let the worker serve requests.
+                tokio::task::yield_now().await;
+            }
+            self.folded_unwritten += 1;
+            let minute = fact.minute;
+            if fact.observation.kind == EventKind::Start {
+                let start = (fact.dims.country, fact.dims.title.unwrap_or(0), minute);
+                *self.pending_starts.entry(start).or_default() += 1;
+            }
             if !self.minutes.contains_key(&minute) && minute <= self.evicted_through {
                 self.reload(minute).await;
             }
@@ -278,30 +349,41 @@ impl Flusher {
                 let key = CellKey {
                     grouping,
                     minute,
-                    dims: grouping.project(&dims),
+                    dims: grouping.project(&fact.dims),
                 };
-                cells.cells.entry(key.clone()).or_default().merge(&measures);
-                cells.dirty.insert(key);
+                cells.observe(key, &fact.observation);
             }
         }
         let mut rows = Vec::new();
-        for cells in self.minutes.values() {
+        for cells in self.minutes.values_mut() {
+            // In key order: the stores' B-trees take neighbouring keys page by page.
+            cells.dirty.sort_unstable();
             for key in &cells.dirty {
                 rows.push(RollupRow {
                     key: key.clone(),
                     writer: self.writer.clone(),
-                    measures: cells.cells[key].clone(),
+                    measures: cells.cells[key].measures.clone(),
                 });
             }
         }
         let mut ok = true;
-        if !rows.is_empty() {
+        if rows.is_empty() {
+            let folded = std::mem::take(&mut self.folded_unwritten);
+            self.shared
+                .stats
+                .events_flushed
+                .fetch_add(folded, Ordering::Relaxed);
+        } else {
             match self.sinks.rollups.write(&rows).await {
                 Ok(()) => {
                     let stats = &self.shared.stats;
                     stats
                         .rows_written
                         .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    stats.events_flushed.fetch_add(
+                        std::mem::take(&mut self.folded_unwritten),
+                        Ordering::Relaxed,
+                    );
                     let newest = rows
                         .iter()
                         .map(|row| row.measures.last_received_at)
@@ -310,9 +392,15 @@ impl Flusher {
                     stats
                         .flushed_through
                         .fetch_max(newest.max(0) as u64, Ordering::Relaxed);
+                    let indexed = self.sinks.index.is_some();
                     for cells in self.minutes.values_mut() {
-                        for key in cells.dirty.drain() {
-                            self.unwritten_index.insert(key);
+                        for key in cells.dirty.drain(..) {
+                            if let Some(cell) = cells.cells.get_mut(&key) {
+                                cell.dirty = false;
+                            }
+                            if indexed {
+                                self.unwritten_index.insert(key);
+                            }
                         }
                     }
                 }
@@ -343,11 +431,11 @@ impl Flusher {
             .unwritten_index
             .iter()
             .filter_map(|key| {
-                let measures = self.minutes.get(&key.minute)?.cells.get(key)?;
+                let cell = self.minutes.get(&key.minute)?.cells.get(key)?;
                 Some(RollupRow {
                     key: key.clone(),
                     writer: self.writer.clone(),
-                    measures: measures.clone(),
+                    measures: cell.measures.clone(),
                 })
             })
             .collect();
@@ -389,7 +477,13 @@ impl Flusher {
             match self.sinks.rollups.read(grouping, minute, minute).await {
                 Ok(rows) => {
                     for row in rows.into_iter().filter(|row| row.writer == self.writer) {
-                        cells.cells.insert(row.key, row.measures);
+                        cells.cells.insert(
+                            row.key,
+                            Cell {
+                                measures: row.measures,
+                                dirty: false,
+                            },
+                        );
                     }
                 }
                 Err(error) => {
@@ -454,11 +548,11 @@ impl Flusher {
         }
     }
 
-    async fn flush_sessions(&mut self, sessions: FastMap<Uuid, LiveSession>) {
+    async fn flush_sessions(&mut self, sessions: &mut FastMap<Uuid, LiveSession>) {
         if sessions.is_empty() {
             return;
         }
-        let sessions: Vec<LiveSession> = sessions.into_values().collect();
+        let sessions: Vec<LiveSession> = sessions.drain().map(|(_, session)| session).collect();
         match self.sinks.sessions.update(&sessions).await {
             Ok(()) => {
                 self.shared

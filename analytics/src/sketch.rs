@@ -17,6 +17,26 @@ fn ln_gamma() -> f64 {
     ((1.0 + RELATIVE_ERROR) / (1.0 - RELATIVE_ERROR)).ln()
 }
 
+/// Where a value falls in a sketch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// Below 1: no logarithm.
+    Zero,
+    Index(u16),
+}
+
+impl Bucket {
+    pub fn of(value: u64) -> Bucket {
+        if value < 1 {
+            return Bucket::Zero;
+        }
+        let index = ((value as f64).ln() / ln_gamma())
+            .ceil()
+            .clamp(0.0, f64::from(u16::MAX));
+        Bucket::Index(index as u16)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sketch {
     /// Values below 1 (zeros): they have no logarithm.
@@ -43,17 +63,19 @@ impl Sketch {
     }
 
     pub fn record_n(&mut self, value: u64, count: u64) {
+        self.add(Bucket::of(value), count);
+    }
+
+    /// Adds `count` values of a bucket found once with [`Bucket::of`] (an event adds its values
+    /// to a sketch in each of its cells: the logarithm is taken once).
+    pub fn add(&mut self, bucket: Bucket, count: u64) {
         if count == 0 {
             return;
         }
-        if value < 1 {
-            self.zeros += count;
-            return;
+        match bucket {
+            Bucket::Zero => self.zeros += count,
+            Bucket::Index(index) => self.add_bucket(index, count),
         }
-        let bucket = ((value as f64).ln() / ln_gamma())
-            .ceil()
-            .clamp(0.0, f64::from(u16::MAX));
-        self.add_bucket(bucket as u16, count);
     }
 
     fn add_bucket(&mut self, bucket: u16, count: u64) {

@@ -622,6 +622,23 @@ async fn the_side_path_rolls_up_trends_and_tracks_sessions_and_trending_is_rebui
         })
         .await;
         assert!(answered, "{}: the rollups hold every event", backend.name);
+        // The counter a caller watches to know the side path has caught up.
+        let caught_up = testkit::eventually(Duration::from_secs(10), || {
+            let stats = stats.clone();
+            async move {
+                stats
+                    .events_flushed
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == 11
+            }
+        })
+        .await;
+        assert!(
+            caught_up,
+            "{}: every event counted as flushed",
+            backend.name
+        );
+        assert_eq!(stats.events.load(std::sync::atomic::Ordering::Relaxed), 11);
         let answer = query::qoe(
             backend.store.as_ref(),
             &QoeQuery {

@@ -13,7 +13,14 @@ pub struct Load {
     pub duration: Duration,
     pub batch: usize,
     pub connections: usize,
+    /// A side path that may fall behind under `--max`: the counter of events it has finished
+    /// with. A run is measured until that counter reaches the events accepted (its backlog is
+    /// its cost too), and its rate is over that whole time.
+    pub caught_up_counter: Option<&'static str>,
 }
+
+/// Longest a side path may take to catch up after a run.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the runs measured, off (`[0]`) and on (`[1]`).
 #[derive(Debug, Default)]
@@ -88,20 +95,44 @@ pub fn alternate(
             .map(|arg| arg.to_string())
             .collect();
             let report = server::run_loadgen(bin, &loadgen_args, &work.join("run.json"))?;
+            let load_seconds =
+                report.totals.events_acked as f64 / report.events_per_sec.max(f64::MIN_POSITIVE);
+            let catch_up_seconds = match load.caught_up_counter {
+                Some(counter) if on => catch_up(&server, counter)?,
+                _ => 0.0,
+            };
+            let rate = report.totals.events_acked as f64 / (load_seconds + catch_up_seconds);
             let run_cpu = CpuPerEvent::of(
                 server.cpu_seconds() - server_cpu_before,
                 report.generator_cpu_seconds,
                 report.totals.events_acked,
             );
             eprintln!(
-                "  {name} {}: {:.0} events/s, {run_cpu}",
+                "  {name} {}: {rate:.0} events/s ({:.0} acknowledged over {load_seconds:.1} s, \
+                 then {catch_up_seconds:.1} s to catch up), {run_cpu}",
                 if on { "on " } else { "off" },
                 report.events_per_sec
             );
-            runs.rates[usize::from(on)].push(report.events_per_sec);
+            runs.rates[usize::from(on)].push(rate);
             runs.cpu[usize::from(on)].push(run_cpu);
             after(&server, on);
         }
     }
     Ok(runs)
+}
+
+/// Waits until `counter` reaches the events the server accepted; the seconds it took.
+fn catch_up(server: &Server, counter: &str) -> anyhow::Result<f64> {
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = server.metrics();
+        let accepted = crate::invalidation::counter(&metrics, "playpulse_events_accepted_total");
+        if accepted > 0.0 && crate::invalidation::counter(&metrics, counter) >= accepted {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > CATCH_UP_TIMEOUT {
+            anyhow::bail!("{counter} did not reach the events accepted in {CATCH_UP_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

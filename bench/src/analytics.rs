@@ -92,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         duration: args.common.duration,
         batch: args.batch,
         connections: args.connections,
+        caught_up_counter: Some("playpulse_analytics_events_flushed_total"),
     };
     let runtime = tokio::runtime::Handle::current();
     let mut redis_per_event = Vec::new();

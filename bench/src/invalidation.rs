@@ -69,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         duration: args.common.duration,
         batch: args.batch,
         connections: args.connections,
+        caught_up_counter: None,
     };
     let runs = alternate(
         &bin,

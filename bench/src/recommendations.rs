@@ -583,6 +583,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             duration: args.cost_duration,
             batch: 1_000,
             connections: 8,
+            caught_up_counter: None,
         };
         let runs = alternate(
             &bin,

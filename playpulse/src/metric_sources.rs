@@ -83,8 +83,14 @@ impl MetricsSource for AnalyticsMetrics {
         write_counter(
             out,
             "playpulse_analytics_events_total",
-            "Durable events the analytics side path rolled up.",
+            "Durable events handed to the analytics side path.",
             stats.events.load(Relaxed),
+        );
+        write_counter(
+            out,
+            "playpulse_analytics_events_flushed_total",
+            "Events folded into QoE rollups that are written (equal to the events handed over once caught up).",
+            stats.events_flushed.load(Relaxed),
         );
         write_counter(
             out,
