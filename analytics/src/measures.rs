@@ -48,13 +48,12 @@ pub struct Observation {
     startup: Option<Bucket>,
     played_ms: u32,
     buffer_ms: u32,
-    bitrate_kbps: Option<u32>,
-    bitrate: Bucket,
+    /// The bitrate and its bucket.
+    bitrate: Option<(u32, Bucket)>,
 }
 
 impl Observation {
     pub fn of(event: &PlaybackEvent) -> Observation {
-        let bitrate_kbps = event.bitrate_kbps;
         Observation {
             received_at: event.received_at,
             kind: event.kind,
@@ -66,8 +65,9 @@ impl Observation {
                 .map(|startup| Bucket::of(u64::from(startup))),
             played_ms: event.played_ms.unwrap_or(0),
             buffer_ms: event.buffer_ms.unwrap_or(0),
-            bitrate_kbps,
-            bitrate: Bucket::of(u64::from(bitrate_kbps.unwrap_or(0))),
+            bitrate: event
+                .bitrate_kbps
+                .map(|bitrate| (bitrate, Bucket::of(u64::from(bitrate)))),
         }
     }
 }
@@ -106,10 +106,10 @@ impl Measures {
         let played = u64::from(event.played_ms);
         self.playing_ms += played;
         self.rebuffer_ms += u64::from(event.buffer_ms);
-        if let Some(bitrate) = event.bitrate_kbps.filter(|_| played > 0) {
+        if let Some((bitrate, bucket)) = event.bitrate.filter(|_| played > 0) {
             self.bitrate_kbps_ms += u128::from(bitrate) * u128::from(played);
             self.bitrate_played_ms += played;
-            self.bitrate.add(event.bitrate, played);
+            self.bitrate.add(bucket, played);
         }
     }
 

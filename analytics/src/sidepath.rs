@@ -249,25 +249,16 @@ struct MinuteCells {
 
 impl MinuteCells {
     fn observe(&mut self, key: CellKey, observation: &Observation) {
-        match self.cells.entry(key) {
-            Entry::Occupied(mut cell) => {
-                let cell_key = cell.key();
-                if !cell.get().dirty {
-                    self.dirty.push(cell_key.clone());
-                }
-                let cell = cell.get_mut();
+        let cell = match self.cells.entry(key) {
+            Entry::Occupied(cell) if cell.get().dirty => cell.into_mut(),
+            entry => {
+                self.dirty.push(entry.key().clone());
+                let cell = entry.or_default();
                 cell.dirty = true;
-                cell.measures.observe(observation);
+                cell
             }
-            Entry::Vacant(slot) => {
-                self.dirty.push(slot.key().clone());
-                let cell = slot.insert(Cell {
-                    measures: Measures::default(),
-                    dirty: true,
-                });
-                cell.measures.observe(observation);
-            }
-        }
+        };
+        cell.measures.observe(observation);
     }
 }
 
@@ -367,23 +358,13 @@ impl Flusher {
             }
         }
         let mut ok = true;
-        if rows.is_empty() {
-            let folded = std::mem::take(&mut self.folded_unwritten);
-            self.shared
-                .stats
-                .events_flushed
-                .fetch_add(folded, Ordering::Relaxed);
-        } else {
+        if !rows.is_empty() {
             match self.sinks.rollups.write(&rows).await {
                 Ok(()) => {
                     let stats = &self.shared.stats;
                     stats
                         .rows_written
                         .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                    stats.events_flushed.fetch_add(
-                        std::mem::take(&mut self.folded_unwritten),
-                        Ordering::Relaxed,
-                    );
                     let newest = rows
                         .iter()
                         .map(|row| row.measures.last_received_at)
@@ -413,6 +394,13 @@ impl Flusher {
                     ok = false;
                 }
             }
+        }
+        if ok {
+            let folded = std::mem::take(&mut self.folded_unwritten);
+            self.shared
+                .stats
+                .events_flushed
+                .fetch_add(folded, Ordering::Relaxed);
         }
         self.flush_index().await;
         self.evict();

@@ -108,8 +108,8 @@ pub fn alternate(
                 report.totals.events_acked,
             );
             eprintln!(
-                "  {name} {}: {rate:.0} events/s ({:.0} acknowledged over {load_seconds:.1} s, \
-                 then {catch_up_seconds:.1} s to catch up), {run_cpu}",
+                "  {name} {}: {rate:.0} events/s ({:.0} events/s acknowledged over \
+                 {load_seconds:.1} s, then {catch_up_seconds:.1} s to catch up), {run_cpu}",
                 if on { "on " } else { "off" },
                 report.events_per_sec
             );
